@@ -1,0 +1,7 @@
+"""DeepFashion2 for Detectron2: datasets, category-aware landmark head, evaluators, retrieval."""
+
+from . import data  # noqa: F401  (registers datasets)
+from .config import add_deepfashion2_config
+
+__version__ = "0.1.0"
+__all__ = ["add_deepfashion2_config"]

@@ -1,0 +1,271 @@
+"""
+Parse and validate one DeepFashion2 annotation file.
+
+Everything here is plain Python + numpy so that worker processes stay light. A problem raises
+:class:`DeepFashion2FormatError`, which names the file, the item and the field; the caller decides
+whether that stops the load (strict) or skips the item and counts it (lenient).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import imagesize
+import numpy as np
+import orjson
+
+from ..landmarks import ATTRIBUTES, CATEGORY_BY_ID, SOURCES
+
+ITEM_ATTRIBUTES = ("scale", "occlusion", "zoom_in", "viewpoint")
+
+
+class DeepFashion2FormatError(ValueError):
+    """A malformed annotation. ``reason`` is a short key used to count skips in lenient mode."""
+
+    def __init__(self, file: str, item: str | None, field: str, message: str, reason: str = ""):
+        self.file, self.item, self.field, self.message = file, item, field, message
+        self.reason = reason or f"{field}: {message}"
+        where = f"{file}: {item}: {field}" if item else f"{file}: {field}"
+        super().__init__(f"{where}: {message}")
+
+    def __reduce__(self):  # keep the fields across process boundaries
+        return (type(self), (self.file, self.item, self.field, self.message, self.reason))
+
+
+@dataclass
+class ParsedItem:
+    item_id: int  # N of "itemN"
+    category_id: int  # 0-based contiguous
+    style: int
+    attributes: tuple[int, int, int, int]  # scale, occlusion, zoom_in, viewpoint (1-based)
+    bbox: tuple[float, float, float, float]  # XYXY, absolute pixels
+    landmarks: np.ndarray  # (K_c, 3) float64, the category's own landmarks, as in the file
+    polygons: list[np.ndarray]  # flat float64 [x0, y0, x1, y1, ...] each
+
+
+@dataclass
+class ParsedImage:
+    image_id: int
+    height: int
+    width: int
+    source: int  # index into SOURCES
+    pair_id: int
+    items: list[ParsedItem] = field(default_factory=list)
+
+
+def image_id_from_name(path: str) -> int:
+    stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
+    if not stem.isdigit():
+        raise DeepFashion2FormatError(
+            path, None, "file name", "must be a number (e.g. 000001.json)", "file name: not numeric"
+        )
+    return int(stem)
+
+
+def read_image_size(anno_file: str, image_path: str) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding pixels."""
+    try:
+        w, h = imagesize.get(image_path)
+    except FileNotFoundError:
+        raise DeepFashion2FormatError(
+            anno_file, None, "image", f"missing image {image_path}", "image: missing"
+        ) from None
+    except OSError as e:
+        raise DeepFashion2FormatError(
+            anno_file, None, "image", f"unreadable image {image_path}: {e}", "image: unreadable"
+        ) from None
+    if w <= 0 or h <= 0:
+        raise DeepFashion2FormatError(
+            anno_file, None, "image", f"unreadable image header {image_path}", "image: unreadable"
+        )
+    return int(h), int(w)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_num(x) -> bool:
+    return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
+
+
+class _ItemParser:
+    """Validates one item; ``fail`` raises with file and item filled in."""
+
+    def __init__(self, file: str, name: str, obj, height: int, width: int):
+        self.file, self.name, self.obj, self.h, self.w = file, name, obj, height, width
+
+    def fail(self, fld: str, message: str, reason: str = "") -> None:
+        raise DeepFashion2FormatError(self.file, self.name, fld, message, reason)
+
+    def get(self, fld: str):
+        if fld not in self.obj:
+            self.fail(fld, "missing", f"{fld}: missing")
+        return self.obj[fld]
+
+    def int_in(self, fld: str, lo: int, hi: int) -> int:
+        v = self.get(fld)
+        if not _is_int(v):
+            self.fail(fld, f"expected an integer, got {v!r}", f"{fld}: wrong type")
+        if not lo <= v <= hi:
+            self.fail(fld, f"{v} is outside {lo}..{hi}", f"{fld}: out of range")
+        return v
+
+    def numbers(self, fld: str, value, what: str) -> list:
+        if not isinstance(value, list):
+            self.fail(
+                fld, f"expected a list of numbers, got {type(value).__name__}", f"{fld}: wrong type"
+            )
+        for i, v in enumerate(value):
+            if not _is_num(v):
+                reason = "NaN or infinite" if isinstance(v, float) else "wrong type"
+                self.fail(fld, f"{what} value {i} is {v!r}", f"{fld}: {reason}")
+        return value
+
+    def parse(self) -> ParsedItem:
+        if not isinstance(self.obj, dict):
+            self.fail(
+                "item", f"expected an object, got {type(self.obj).__name__}", "item: wrong type"
+            )
+        cid = self.int_in("category_id", 1, 13)
+        cat = CATEGORY_BY_ID[cid]
+        name = self.get("category_name")
+        if name != cat.name:
+            self.fail(
+                "category_name",
+                f"{name!r} does not match category_id {cid} ({cat.name!r})",
+                "category_name: mismatch",
+            )
+        style = self.int_in("style", 0, 2**31 - 1)
+        attrs = tuple(self.int_in(a, 1, len(ATTRIBUTES[a])) for a in ITEM_ATTRIBUTES)
+
+        box = self.numbers("bounding_box", self.get("bounding_box"), "box")
+        if len(box) != 4:
+            self.fail(
+                "bounding_box", f"expected 4 numbers, got {len(box)}", "bounding_box: wrong length"
+            )
+        x1, y1, x2, y2 = (float(v) for v in box)
+        if x2 <= x1 or y2 <= y1:
+            self.fail(
+                "bounding_box",
+                f"{box} is empty or inverted (x1<x2, y1<y2 needed)",
+                "bounding_box: inverted",
+            )
+        if x1 < 0 or y1 < 0 or x2 > self.w or y2 > self.h:
+            self.fail(
+                "bounding_box",
+                f"{box} is outside the {self.w}x{self.h} image",
+                "bounding_box: outside image",
+            )
+
+        lms = self.numbers("landmarks", self.get("landmarks"), "landmark")
+        if len(lms) != 3 * cat.num_landmarks:
+            self.fail(
+                "landmarks",
+                f"expected {3 * cat.num_landmarks} values ({cat.num_landmarks} landmarks x 3) for "
+                f"category {cid} {cat.name!r}, got {len(lms)}",
+                "landmarks: wrong count for category",
+            )
+        landmarks = np.asarray(lms, dtype=np.float64).reshape(-1, 3)
+        vis = landmarks[:, 2]
+        if not np.isin(vis, (0, 1, 2)).all():
+            bad = int(np.flatnonzero(~np.isin(vis, (0, 1, 2)))[0])
+            self.fail(
+                "landmarks",
+                f"visibility of landmark {bad + 1} is {vis[bad]!r} (0, 1 or 2)",
+                "landmarks: bad visibility",
+            )
+
+        segm = self.get("segmentation")
+        if not isinstance(segm, list) or not segm:
+            self.fail(
+                "segmentation", "expected a non-empty list of polygons", "segmentation: wrong type"
+            )
+        polygons = []
+        for k, poly in enumerate(segm):
+            coords = self.numbers("segmentation", poly, f"polygon {k}")
+            if len(coords) % 2:
+                self.fail(
+                    "segmentation",
+                    f"polygon {k} has an odd number of coordinates ({len(coords)})",
+                    "segmentation: odd coordinate count",
+                )
+            if len(coords) < 6:
+                self.fail(
+                    "segmentation",
+                    f"polygon {k} has {len(coords) // 2} points (3 needed)",
+                    "segmentation: fewer than 3 points",
+                )
+            polygons.append(np.asarray(coords, dtype=np.float64))
+        return ParsedItem(
+            item_id=int(self.name[4:]),
+            category_id=cid - 1,
+            style=style,
+            attributes=attrs,  # type: ignore[arg-type]
+            bbox=(x1, y1, x2, y2),
+            landmarks=landmarks,
+            polygons=polygons,
+        )
+
+
+def parse_annotation(
+    anno_file: str,
+    image_path: str,
+    image_id: int | None = None,
+    lenient: bool = False,
+    skips: dict | None = None,
+) -> ParsedImage:
+    """
+    Parse one ``annos/NNNNNN.json`` with its image. In lenient mode a bad item is skipped and
+    counted in ``skips`` (reason -> count); file-level problems always raise.
+    """
+    if image_id is None:
+        image_id = image_id_from_name(anno_file)
+    try:
+        with open(anno_file, "rb") as f:
+            obj = orjson.loads(f.read())
+    except orjson.JSONDecodeError as e:
+        raise DeepFashion2FormatError(
+            anno_file, None, "json", f"invalid JSON: {e}", "json: invalid"
+        ) from None
+    except OSError as e:
+        raise DeepFashion2FormatError(
+            anno_file, None, "file", f"unreadable: {e}", "file: unreadable"
+        ) from None
+    if not isinstance(obj, dict):
+        raise DeepFashion2FormatError(
+            anno_file, None, "json", "top level is not an object", "json: invalid"
+        )
+    source = obj.get("source")
+    if source not in SOURCES:
+        raise DeepFashion2FormatError(
+            anno_file,
+            None,
+            "source",
+            f"{source!r} is not 'user' or 'shop'",
+            "source: invalid" if "source" in obj else "source: missing",
+        )
+    pair_id = obj.get("pair_id")
+    if not _is_int(pair_id):
+        raise DeepFashion2FormatError(
+            anno_file,
+            None,
+            "pair_id",
+            f"expected an integer, got {pair_id!r}",
+            "pair_id: invalid" if "pair_id" in obj else "pair_id: missing",
+        )
+    height, width = read_image_size(anno_file, image_path)
+    out = ParsedImage(image_id, height, width, SOURCES.index(source), pair_id)
+    names = sorted(
+        (k for k in obj if k.startswith("item") and k[4:].isdigit()), key=lambda k: int(k[4:])
+    )
+    for name in names:
+        try:
+            out.items.append(_ItemParser(anno_file, name, obj[name], height, width).parse())
+        except DeepFashion2FormatError as e:
+            if not lenient:
+                raise
+            if skips is not None:
+                skips[e.reason] = skips.get(e.reason, 0) + 1
+    return out
