@@ -131,7 +131,7 @@ _PATTERNS = ("solid", "hstripes", "vstripes", "dots", "checks")
 
 
 def _resample(poly: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n+2 points at even arc lengths on an open polyline (ends included), and its cumulative lengths."""
+    """n+2 points at even arc lengths on an open polyline (ends included), and its lengths."""
     seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg)])
     t = np.linspace(0, cum[-1], n + 2)
