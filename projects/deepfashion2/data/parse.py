@@ -8,7 +8,9 @@ whether that stops the load (strict) or skips the item and counts it (lenient).
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import imagesize
@@ -76,6 +78,10 @@ def read_image_size(anno_file: str, image_path: str) -> tuple[int, int]:
             anno_file, None, "image", f"unreadable image {image_path}: {e}", "image: unreadable"
         ) from None
     if w <= 0 or h <= 0:
+        if not os.path.exists(image_path):  # imagesize reports a missing file as -1 x -1
+            raise DeepFashion2FormatError(
+                anno_file, None, "image", f"missing image {image_path}", "image: missing"
+            )
         raise DeepFashion2FormatError(
             anno_file, None, "image", f"unreadable image header {image_path}", "image: unreadable"
         )
@@ -224,11 +230,15 @@ def parse_annotation(
         image_id = image_id_from_name(anno_file)
     try:
         with open(anno_file, "rb") as f:
-            obj = orjson.loads(f.read())
+            raw = f.read()
+        obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
-        raise DeepFashion2FormatError(
-            anno_file, None, "json", f"invalid JSON: {e}", "json: invalid"
-        ) from None
+        try:  # NaN/Infinity literals: not JSON, but Python's json writes them; report the field
+            obj = json.loads(raw)
+        except ValueError:
+            raise DeepFashion2FormatError(
+                anno_file, None, "json", f"invalid JSON: {e}", "json: invalid"
+            ) from None
     except OSError as e:
         raise DeepFashion2FormatError(
             anno_file, None, "file", f"unreadable: {e}", "file: unreadable"

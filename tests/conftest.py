@@ -1,0 +1,36 @@
+import os
+import shutil
+import tempfile
+
+import pytest
+
+# Keep caches and the embedded set of a test run out of the user's home and the repository.
+_TMP = tempfile.mkdtemp(prefix="df2-tests-")
+os.environ.setdefault("DF2_CACHE_DIR", os.path.join(_TMP, "cache"))
+os.environ.setdefault("DF2_MINI_ROOT", os.path.join(_TMP, "mini"))
+
+SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
+SAMPLES = os.path.join(SHARED, "df2_samples")
+SPEC = os.path.join(SHARED, "deepfashion2_spec.json")
+
+
+@pytest.fixture(scope="session")
+def synthetic_split(tmp_path_factory):
+    """A small synthetic split (image/ + annos/), generated once per test session."""
+    from deepfashion2.data.synthetic import generate_split
+
+    root = str(tmp_path_factory.mktemp("synthetic") / "train")
+    generate_split(root, 24, seed=7)
+    return root
+
+
+@pytest.fixture
+def split_copy(synthetic_split, tmp_path):
+    """A private copy of the synthetic split that a test may damage."""
+    dst = tmp_path / "split"
+    shutil.copytree(synthetic_split, dst)
+    return str(dst)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_TMP, ignore_errors=True)

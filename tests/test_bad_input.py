@@ -1,0 +1,262 @@
+"""Every kind of malformed input gets an error naming file, item and field (strict), or is
+skipped and counted per reason (lenient); nothing is dropped silently."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from deepfashion2.data import DeepFashion2FormatError, load_deepfashion2
+from deepfashion2.data.loader import load_split_store
+
+FILE = "000005.json"
+
+
+def _edit_item(fn):
+    def edit(obj):
+        fn(obj["item1"])
+        return obj
+
+    return edit
+
+
+def _set(field, value):
+    return _edit_item(lambda it: it.__setitem__(field, value))
+
+
+def _del(field):
+    return _edit_item(lambda it: it.pop(field))
+
+
+# (case id, edit of the parsed JSON object (or raw bytes), item, field, lenient skip reason)
+CASES = [
+    ("missing_style", _del("style"), "item1", "style", "style: missing"),
+    ("missing_landmarks", _del("landmarks"), "item1", "landmarks", "landmarks: missing"),
+    (
+        "category_id_type",
+        _set("category_id", "3"),
+        "item1",
+        "category_id",
+        "category_id: wrong type",
+    ),
+    (
+        "unknown_category",
+        _set("category_id", 14),
+        "item1",
+        "category_id",
+        "category_id: out of range",
+    ),
+    (
+        "name_mismatch",
+        _set("category_name", "kilt"),
+        "item1",
+        "category_name",
+        "category_name: mismatch",
+    ),
+    (
+        "landmark_count",
+        _edit_item(lambda it: it["landmarks"].extend([1, 1, 2])),
+        "item1",
+        "landmarks",
+        "landmarks: wrong count for category",
+    ),
+    (
+        "landmark_visibility",
+        _edit_item(lambda it: it["landmarks"].__setitem__(2, 3)),
+        "item1",
+        "landmarks",
+        "landmarks: bad visibility",
+    ),
+    (
+        "box_outside",
+        _edit_item(lambda it: it["bounding_box"].__setitem__(2, 10_000)),
+        "item1",
+        "bounding_box",
+        "bounding_box: outside image",
+    ),
+    (
+        "box_inverted",
+        _edit_item(
+            lambda it: it.__setitem__(
+                "bounding_box",
+                [
+                    it["bounding_box"][2],
+                    it["bounding_box"][1],
+                    it["bounding_box"][0],
+                    it["bounding_box"][3],
+                ],
+            )
+        ),
+        "item1",
+        "bounding_box",
+        "bounding_box: inverted",
+    ),
+    (
+        "box_length",
+        _set("bounding_box", [1, 2, 3]),
+        "item1",
+        "bounding_box",
+        "bounding_box: wrong length",
+    ),
+    (
+        "polygon_two_points",
+        _set("segmentation", [[1.0, 2.0, 3.0, 4.0]]),
+        "item1",
+        "segmentation",
+        "segmentation: fewer than 3 points",
+    ),
+    (
+        "polygon_odd",
+        _set("segmentation", [[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]]),
+        "item1",
+        "segmentation",
+        "segmentation: odd coordinate count",
+    ),
+    (
+        "polygon_type",
+        _set("segmentation", [[1.0, "2", 3.0, 4.0, 5.0, 6.0]]),
+        "item1",
+        "segmentation",
+        "segmentation: wrong type",
+    ),
+    (
+        "nan_landmark",
+        _edit_item(lambda it: it["landmarks"].__setitem__(0, math.nan)),
+        "item1",
+        "landmarks",
+        "landmarks: NaN or infinite",
+    ),
+    (
+        "nan_polygon",
+        _edit_item(lambda it: it["segmentation"][0].__setitem__(1, math.nan)),
+        "item1",
+        "segmentation",
+        "segmentation: NaN or infinite",
+    ),
+    ("scale_range", _set("scale", 4), "item1", "scale", "scale: out of range"),
+    ("viewpoint_missing", _del("viewpoint"), "item1", "viewpoint", "viewpoint: missing"),
+    ("item_not_object", lambda o: {**o, "item1": [1, 2]}, "item1", "item", "item: wrong type"),
+]
+FILE_CASES = [
+    ("invalid_json", b'{"source": "user", ', "json", "json: invalid"),
+    (
+        "missing_source",
+        lambda o: {k: v for k, v in o.items() if k != "source"},
+        "source",
+        "source: missing",
+    ),
+    ("bad_source", lambda o: {**o, "source": "street"}, "source", "source: invalid"),
+    ("pair_id_type", lambda o: {**o, "pair_id": "7"}, "pair_id", "pair_id: invalid"),
+]
+
+
+def _damage(split, edit):
+    path = os.path.join(split, "annos", FILE)
+    if isinstance(edit, bytes):
+        open(path, "wb").write(edit)
+    else:
+        json.dump(edit(json.load(open(path))), open(path, "w"))
+    return path
+
+
+def _load(split, **kw):
+    return load_deepfashion2(
+        os.path.join(split, "annos"),
+        os.path.join(split, "image"),
+        use_cache=False,
+        num_workers=1,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_item_errors(split_copy, case):
+    _, edit, item, field, reason = case
+    n_items = sum(len(d["annotations"]) for d in _load(split_copy))
+    path = _damage(split_copy, edit)
+    with pytest.raises(DeepFashion2FormatError) as e:
+        _load(split_copy)
+    assert (e.value.file, e.value.item, e.value.field) == (path, item, field)
+    assert str(e.value).startswith(f"{path}: {item}: {field}: ")
+    # lenient: only that item goes, and it is counted under its reason
+    from deepfashion2.data.loader import parse_split
+
+    names = sorted(os.listdir(os.path.join(split_copy, "annos")))
+    store, skips = parse_split(
+        os.path.join(split_copy, "annos"),
+        os.path.join(split_copy, "image"),
+        names,
+        lenient=True,
+        num_workers=1,
+    )
+    assert skips == {reason: 1}
+    assert store.num_items == n_items - 1 and store.num_images == 24
+
+
+@pytest.mark.parametrize("case", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_file_errors(split_copy, case):
+    _, edit, field, reason = case
+    path = _damage(split_copy, edit)
+    with pytest.raises(DeepFashion2FormatError) as e:
+        _load(split_copy)
+    assert (e.value.file, e.value.item, e.value.field) == (path, None, field)
+    assert len(_load(split_copy, lenient=True)) == 23
+
+
+@pytest.mark.parametrize("problem", ["missing", "unreadable"])
+def test_image_errors(split_copy, problem, caplog):
+    img = os.path.join(split_copy, "image", FILE.replace(".json", ".jpg"))
+    if problem == "missing":
+        os.remove(img)
+    else:
+        open(img, "wb").write(b"not an image at all")
+    with pytest.raises(DeepFashion2FormatError, match=f"{FILE}: image: {problem}"):
+        _load(split_copy)
+    with caplog.at_level("WARNING"):
+        assert len(_load(split_copy, lenient=True)) == 23
+    assert f"image: {problem}: 1" in caplog.text  # the lenient summary
+
+
+def test_errors_cross_process_boundaries(split_copy):
+    """A worker's error reaches the caller intact (file, item, field)."""
+    from deepfashion2.data import loader
+
+    path = _damage(split_copy, _set("scale", 9))
+    old, loader._CHUNK = loader._CHUNK, 4
+    try:
+        with pytest.raises(DeepFashion2FormatError) as e:
+            load_split_store(
+                os.path.join(split_copy, "annos"),
+                os.path.join(split_copy, "image"),
+                use_cache=False,
+                num_workers=2,
+            )
+    finally:
+        loader._CHUNK = old
+    assert (e.value.file, e.value.item, e.value.field) == (path, "item1", "scale")
+
+
+def test_prepare_script_exit_status(split_copy, tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_deepfashion2.py")
+    args = [
+        sys.executable,
+        script,
+        "--anno-dir",
+        os.path.join(split_copy, "annos"),
+        "--image-dir",
+        os.path.join(split_copy, "image"),
+        "--cache-dir",
+        str(tmp_path),
+    ]
+    ok = subprocess.run(args, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    path = _damage(split_copy, _set("occlusion", 0))
+    bad = subprocess.run(args, capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert f"{path}: item1: occlusion: 0 is outside 1..3" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    lenient = subprocess.run(args + ["--lenient"], capture_output=True, text=True)
+    assert lenient.returncode == 0 and "occlusion: out of range: 1" in lenient.stderr

@@ -1,0 +1,202 @@
+import glob
+import json
+import os
+import shutil
+import time
+
+import numpy as np
+import pytest
+from conftest import SAMPLES
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import BoxMode
+
+from deepfashion2 import landmarks as L
+from deepfashion2.data import load_deepfashion2, load_image_folder, register_deepfashion2
+from deepfashion2.data.loader import load_split_store
+from deepfashion2.data.parse import ITEM_ATTRIBUTES
+
+
+def _items(obj):
+    return sorted(((int(k[4:]), v) for k, v in obj.items() if k.startswith("item")))
+
+
+def assert_dicts_match_files(dicts, anno_dir):
+    """Every field of every file, as read by our loader, equals the file's own value."""
+    for d in dicts:
+        stem = os.path.basename(d["file_name"])[:-4]
+        raw = json.load(open(os.path.join(anno_dir, stem + ".json")))
+        assert d["image_id"] == int(stem)
+        assert d["source"] == raw["source"] and d["pair_id"] == raw["pair_id"]
+        items = _items(raw)
+        assert len(d["annotations"]) == len(items)
+        for a, (n, it) in zip(d["annotations"], items):
+            assert a["item_id"] == n
+            assert a["category_id"] == it["category_id"] - 1
+            assert L.CATEGORY_NAMES[a["category_id"]] == it["category_name"]
+            assert a["bbox"] == it["bounding_box"] and a["bbox_mode"] == BoxMode.XYXY_ABS
+            for attr in ("style",) + ITEM_ATTRIBUTES:
+                assert a[attr] == it[attr]
+            assert [p.tolist() for p in a["segmentation"]] == it["segmentation"]  # exact floats
+            lm = np.array(it["landmarks"], dtype=np.float64).reshape(-1, 3)
+            shift = np.where(lm[:, 2:] > 0, 0.5, 0.0)  # Detectron2 convention, labelled only
+            assert a["landmarks"].shape == (L.CATEGORIES[a["category_id"]].num_landmarks, 3)
+            assert (a["landmarks"][:, :2] == lm[:, :2] + shift).all()
+            assert (a["landmarks"][:, 2] == lm[:, 2]).all()
+
+
+def test_synthetic_split_loads_every_field(synthetic_split, tmp_path):
+    annos, images = os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
+    dicts = load_deepfashion2(annos, images, cache_dir=str(tmp_path))
+    assert len(dicts) == 24
+    assert_dicts_match_files(dicts, annos)
+    from PIL import Image
+
+    for d in dicts:
+        assert Image.open(d["file_name"]).size == (d["width"], d["height"])
+
+
+def test_synthetic_generator_covers_the_format(synthetic_split):
+
+    dicts = load_deepfashion2(
+        os.path.join(synthetic_split, "annos"),
+        os.path.join(synthetic_split, "image"),
+        use_cache=False,
+    )
+    assert {d["source"] for d in dicts} == {"user", "shop"}
+    annos = [a for d in dicts for a in d["annotations"]]
+    assert {a["landmarks"][i, 2] for a in annos for i in range(len(a["landmarks"]))} == {0, 1, 2}
+    # paired styles occur in both sources
+    key = {
+        (d["pair_id"], a["style"], d["source"])
+        for d in dicts
+        for a in d["annotations"]
+        if a["style"] > 0
+    }
+    assert any((p, s, "shop") in key for p, s, src in key if src == "user")
+
+
+def test_generator_is_deterministic_and_covers_all_categories(tmp_path):
+    from deepfashion2.data.synthetic import generate_split
+
+    generate_split(str(tmp_path / "a"), 150, seed=3)
+    generate_split(str(tmp_path / "b"), 150, seed=3)
+    for f in ("annos/000007.json", "image/000007.jpg"):
+        assert open(tmp_path / "a" / f, "rb").read() == open(tmp_path / "b" / f, "rb").read()
+    dicts = load_deepfashion2(str(tmp_path / "a/annos"), str(tmp_path / "a/image"), use_cache=False)
+    annos = [a for d in dicts for a in d["annotations"]]
+    assert {a["category_id"] for a in annos} == set(range(13))
+    for attr in ITEM_ATTRIBUTES:
+        assert {a[attr] for a in annos} == {1, 2, 3}, attr
+
+
+@pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="real samples not available")
+def test_real_samples_are_read_exactly(tmp_path):
+    # The 27 real annotation files that come with their image, copied under numeric names.
+    annos, images = tmp_path / "annos", tmp_path / "image"
+    annos.mkdir(), images.mkdir()
+    for img in glob.glob(os.path.join(SAMPLES, "image", "[0-9]*.jpg")):
+        stem = os.path.basename(img)[:-4]
+        src = os.path.join(SAMPLES, "annos", stem + ".json")
+        if os.path.exists(src):
+            shutil.copy(src, annos), os.symlink(img, images / (stem + ".jpg"))
+    dicts = load_deepfashion2(str(annos), str(images), use_cache=False)
+    assert len(dicts) == 27
+    assert_dicts_match_files(dicts, str(annos))
+
+
+@pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="real samples not available")
+def test_real_example_file_via_parse_annotation():
+    from deepfashion2.data import parse_annotation
+
+    im = parse_annotation(
+        os.path.join(SAMPLES, "annos", "ann_example.json"),
+        os.path.join(SAMPLES, "image", "example.jpg"),
+        image_id=0,
+    )
+    assert (im.width, im.height) == (468, 624) and im.source == 0
+    assert [it.category_id for it in im.items] == [0, 7]  # short sleeve top, trousers
+
+
+def test_parallel_parse_equals_serial(synthetic_split):
+    annos, images = os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
+    from deepfashion2.data import loader
+
+    old = loader._CHUNK
+    loader._CHUNK = 5  # several chunks across 2 workers
+    try:
+        par = load_split_store(annos, images, use_cache=False, num_workers=2)
+    finally:
+        loader._CHUNK = old
+    ser = load_split_store(annos, images, use_cache=False, num_workers=1)
+    for k, v in ser.arrays().items():
+        assert np.array_equal(v, par.arrays()[k]), k
+
+
+def test_cache_is_used_and_invalidated(split_copy, tmp_path, monkeypatch):
+    from deepfashion2.data import loader
+
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    cache = str(tmp_path / "cache")
+    calls = []
+    real = loader.parse_split
+    monkeypatch.setattr(loader, "parse_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = load_deepfashion2(annos, images, cache_dir=cache)
+    assert len(calls) == 1 and len(os.listdir(cache)) == 1
+    assert (
+        load_deepfashion2(annos, images, cache_dir=cache)[0]["file_name"] == first[0]["file_name"]
+    )
+    assert len(calls) == 1  # served from the cache
+    # an edited annotation file invalidates it
+    f = os.path.join(annos, "000003.json")
+    obj = json.load(open(f))
+    obj["pair_id"] = 9999
+    time.sleep(0.01)
+    json.dump(obj, open(f, "w"))
+    again = load_deepfashion2(annos, images, cache_dir=cache)
+    assert len(calls) == 2 and again[2]["pair_id"] == 9999
+    # a removed annotation file too
+    os.remove(os.path.join(annos, "000024.json"))
+    assert len(load_deepfashion2(annos, images, cache_dir=cache)) == 23 and len(calls) == 3
+    # and a change of the image folder
+    os.rename(os.path.join(images, "000024.jpg"), os.path.join(images, "x.jpg"))
+    load_deepfashion2(annos, images, cache_dir=cache)
+    assert len(calls) == 4
+    load_deepfashion2(annos, images, cache_dir=cache)
+    assert len(calls) == 4
+
+
+def test_registration_and_metadata(synthetic_split):
+    name = "df2_test_registration"
+    register_deepfashion2(
+        name, os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
+    )
+    try:
+        dicts = DatasetCatalog.get(name)
+        assert len(dicts) == 24
+        meta = MetadataCatalog.get(name)
+        assert meta.thing_classes == L.CATEGORY_NAMES
+        assert len(meta.keypoint_names) == 294 and len(meta.keypoint_oks_sigmas) == 294
+        assert len(meta.keypoint_flip_map) == sum(len(c.flip_pairs) for c in L.CATEGORIES)
+        assert meta.landmark_slices[12] == (275, 19)
+        assert meta.evaluator_type == "deepfashion2"
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_builtin_names_are_registered():
+    names = DatasetCatalog.list()
+    for n in (
+        "deepfashion2_train",
+        "deepfashion2_validation",
+        "deepfashion2_test",
+        "deepfashion2_mini_train",
+        "deepfashion2_mini_validation",
+    ):
+        assert n in names
+
+
+def test_image_folder_for_the_test_split(synthetic_split):
+    dicts = load_image_folder(os.path.join(synthetic_split, "image"))
+    assert len(dicts) == 24 and "annotations" not in dicts[0]
+    assert dicts[0]["image_id"] == 1 and dicts[0]["height"] > 0
