@@ -2,7 +2,8 @@
 """
 Validate a DeepFashion2 split, build its cache, optionally export it as COCO-style JSON.
 
-    python datasets/prepare_deepfashion2.py --anno-dir DIR --image-dir DIR [--lenient] [--coco-json OUT]
+    python datasets/prepare_deepfashion2.py --anno-dir DIR --image-dir DIR \
+        [--lenient] [--coco-json OUT]
 
 Exit status 1 on the first malformed file in strict mode, with the error (file, item, field) on
 stderr; 0 otherwise.
