@@ -1,6 +1,6 @@
 """DeepFashion2 for Detectron2: datasets, category-aware landmark head, evaluators, retrieval."""
 
-from . import data  # noqa: F401  (registers datasets)
+from . import data, modeling  # noqa: F401  (registers datasets and heads)
 from .config import add_deepfashion2_config
 
 __version__ = "0.1.0"

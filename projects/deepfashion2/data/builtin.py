@@ -19,6 +19,12 @@ from .loader import load_deepfashion2, load_image_folder
 from .synthetic import MINI_SPLITS, ensure_mini_split
 
 EVALUATOR_TYPE = "deepfashion2"
+_LENIENT = {"value": False}
+
+
+def set_lenient(value: bool) -> None:
+    """Lenient loading for the builtin real splits (``DEEPFASHION2.LENIENT``)."""
+    _LENIENT["value"] = bool(value)
 
 
 def deepfashion2_metadata() -> dict:
@@ -40,13 +46,14 @@ def register_deepfashion2(
     anno_dir: str | None,
     image_dir: str,
     *,
-    lenient: bool = False,
+    lenient: bool | None = None,
     cache_dir: str | None = None,
     **loader_kwargs,
 ) -> None:
     """
     Register a split under ``name``. ``anno_dir=None`` registers images only (the test split).
     The files are read lazily, when ``DatasetCatalog.get(name)`` is first called.
+    ``lenient=None`` follows :func:`set_lenient` (the config's ``DEEPFASHION2.LENIENT``).
     """
     if anno_dir is None:
         DatasetCatalog.register(name, lambda: load_image_folder(image_dir))
@@ -54,7 +61,11 @@ def register_deepfashion2(
         DatasetCatalog.register(
             name,
             lambda: load_deepfashion2(
-                anno_dir, image_dir, lenient=lenient, cache_dir=cache_dir, **loader_kwargs
+                anno_dir,
+                image_dir,
+                lenient=_LENIENT["value"] if lenient is None else lenient,
+                cache_dir=cache_dir,
+                **loader_kwargs,
             ),
         )
     MetadataCatalog.get(name).set(anno_dir=anno_dir, image_dir=image_dir, **deepfashion2_metadata())

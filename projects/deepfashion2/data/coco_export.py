@@ -3,15 +3,17 @@ COCO-style export in the conventions of DeepFashion2's official converter
 (``deepfashion2_to_coco.py``): boxes ``[x, y, w, h]``, ``area`` = box area ``w * h``, 294x3
 ``keypoints`` (zeros outside the item's category), ``num_keypoints`` = labelled landmarks (v > 0),
 ``pair_id`` and ``style`` kept per annotation, annotation ids counted from 1, categories 1..13 with
-keypoint names "1".."294". Coordinates are written as in the annotation files (no +0.5 shift).
+keypoint names "1".."294". Coordinates are written as in the annotation files: the +0.5 that the
+loader adds to labelled landmarks is taken off again.
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from .. import landmarks as L
-from ..landmarks import SOURCES
 from .store import SplitStore
 
 
@@ -29,47 +31,42 @@ def coco_categories() -> list[dict]:
     ]
 
 
-def store_to_coco(store: SplitStore, image_ext: str = ".jpg") -> dict:
+def dicts_to_coco(dicts: list[dict]) -> dict:
+    """DeepFashion2 dataset dicts (as our loader returns them) -> COCO-style dict."""
     images, annotations = [], []
-    stems = store.stems.tolist()
-    for i in range(store.num_images):
-        image_id = int(store.image_id[i])
-        images.append(
-            {
-                "coco_url": "",
-                "date_captured": "",
-                "file_name": stems[i] + image_ext,
-                "flickr_url": "",
-                "id": image_id,
-                "license": 0,
-                "width": int(store.width[i]),
-                "height": int(store.height[i]),
-                "source": SOURCES[store.source[i]],
-                "pair_id": int(store.pair_id[i]),
-            }
-        )
-        for j in range(store.item_ptr[i], store.item_ptr[i + 1]):
-            cat = int(store.category[j])
-            compact = store.landmarks[store.lm_ptr[j] : store.lm_ptr[j + 1]]
-            x1, y1, x2, y2 = store.bbox[j].tolist()
+    for d in dicts:
+        image = {
+            "coco_url": "",
+            "date_captured": "",
+            "file_name": os.path.basename(d["file_name"]),
+            "flickr_url": "",
+            "id": d["image_id"],
+            "license": 0,
+            "width": d["width"],
+            "height": d["height"],
+        }
+        if "source" in d:
+            image.update(source=d["source"], pair_id=d["pair_id"])
+        images.append(image)
+        for a in d.get("annotations", ()):
+            lm = a["landmarks"].copy()
+            labelled = lm[:, 2] > 0
+            lm[labelled, :2] -= 0.5  # back to the files' integer pixel indices
+            x1, y1, x2, y2 = a["bbox"]
             w, h = x2 - x1, y2 - y1
-            polys = [
-                store.coords[store.coord_ptr[p] : store.coord_ptr[p + 1]].tolist()
-                for p in range(store.poly_ptr[j], store.poly_ptr[j + 1])
-            ]
             annotations.append(
                 {
                     "area": _num(w * h),
                     "bbox": [_num(x1), _num(y1), _num(w), _num(h)],
-                    "category_id": cat + 1,
+                    "category_id": a["category_id"] + 1,
                     "id": len(annotations) + 1,
-                    "pair_id": int(store.pair_id[i]),
-                    "image_id": image_id,
+                    "pair_id": d["pair_id"],
+                    "image_id": d["image_id"],
                     "iscrowd": 0,
-                    "style": int(store.style[j]),
-                    "num_keypoints": int(np.count_nonzero(compact[:, 2])),
-                    "keypoints": L.expand_landmarks(cat, compact).reshape(-1).tolist(),
-                    "segmentation": [[_num(v) for v in p] for p in polys],
+                    "style": a["style"],
+                    "num_keypoints": int(np.count_nonzero(labelled)),
+                    "keypoints": L.expand_landmarks(a["category_id"], lm).reshape(-1).tolist(),
+                    "segmentation": [[_num(v) for v in p.tolist()] for p in a["segmentation"]],
                 }
             )
     return {
@@ -79,6 +76,10 @@ def store_to_coco(store: SplitStore, image_ext: str = ".jpg") -> dict:
         "annotations": annotations,
         "categories": coco_categories(),
     }
+
+
+def store_to_coco(store: SplitStore, image_dir: str = "", image_ext: str = ".jpg") -> dict:
+    return dicts_to_coco(store.to_dicts(image_dir, image_ext))
 
 
 def _num(v: float) -> int | float:

@@ -1,0 +1,193 @@
+"""
+A category-gated ROI keypoint head for DeepFashion2's 294-landmark scheme.
+
+The stock head predicts all 294 heatmaps for every RoI. Here each RoI only gets the landmarks of its
+own category (ground-truth class of the matched box in training, predicted class at inference):
+the final transposed conv evaluates just that category's slice of output channels, the loss only
+sees those landmarks, and decoding only runs on them. Parameters keep the stock names and shapes
+(``conv_fcn*``, ``score_lowres`` with 294 outputs), so checkpoints are interchangeable.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, interpolate
+from detectron2.modeling.roi_heads import ROI_KEYPOINT_HEAD_REGISTRY
+from detectron2.structures import Instances, heatmaps_to_keypoints
+from torch import nn
+from torch.nn import functional as F
+
+from .. import landmarks as L
+
+
+def group_by_category(classes: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
+    """[(0-based category, (n_c,) indices of the RoIs of that category)] for present categories."""
+    return [(int(c), (classes == c).nonzero().squeeze(1)) for c in classes.unique().tolist()]
+
+
+def category_keypoint_loss(
+    logits: list[tuple[int, torch.Tensor, torch.Tensor]],
+    gt_keypoints: torch.Tensor,
+    boxes: torch.Tensor,
+    normalizer: float | None,
+) -> torch.Tensor:
+    """
+    The stock Keypoint R-CNN loss (spatial cross-entropy over the heatmap of every labelled
+    landmark that falls inside its RoI), restricted to each RoI's own category.
+
+    Args:
+        logits: per category c: (c, (n_c,) RoI indices, (n_c, K_c, S, S) logits).
+        gt_keypoints: (R, 294, 3) ground truth in image coordinates (v > 0 = labelled).
+        boxes: (R, 4) RoI boxes.
+        normalizer: divide the summed loss by this; None = by the number of valid landmarks.
+    """
+    from detectron2.structures import Keypoints
+
+    losses, num_valid = [], 0
+    ref = logits[0][2] if logits else None
+    for c, idx, lg in logits:
+        cat_ = L.CATEGORIES[c]
+        n, k, s, _ = lg.shape
+        targets, valid = Keypoints(gt_keypoints[idx][:, cat_.landmark_slice]).to_heatmap(
+            boxes[idx], s
+        )
+        valid = valid.view(-1).nonzero().squeeze(1)
+        if valid.numel():
+            losses.append(
+                F.cross_entropy(
+                    lg.reshape(n * k, s * s)[valid], targets.view(-1)[valid], reduction="sum"
+                )
+            )
+            num_valid += valid.numel()
+    if not losses:  # like the stock loss: keep the graph, contribute nothing
+        return ref.sum() * 0 if ref is not None else gt_keypoints.new_zeros(())
+    loss = torch.stack(losses).sum()
+    return loss / (num_valid if normalizer is None else normalizer)
+
+
+@ROI_KEYPOINT_HEAD_REGISTRY.register()
+class CategoryKeypointHead(nn.Module):
+    """
+    Conv trunk + per-category transposed-conv predictor + bilinear x2 upsampling.
+
+    Inputs: RoI features (R, C, P, P) and the RoIs' Instances. Training returns
+    ``{"loss_keypoint"}``; inference sets ``pred_keypoints`` (R, 294, 3) as (x, y, score), zero
+    outside each instance's predicted category.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        conv_dims: list[int],
+        loss_weight: float = 1.0,
+        loss_normalizer: float | str = "visible",
+    ):
+        """
+        Args:
+            input_shape: shape of the RoI features.
+            conv_dims: output channels of each 3x3 conv of the trunk, e.g. 8 x 512.
+            loss_weight: multiplier of the loss.
+            loss_normalizer: "visible" (divide by the number of valid landmarks, the stock default)
+                or a float: divide by ``loss_normalizer * #images``.
+        """
+        super().__init__()
+        assert loss_normalizer == "visible" or isinstance(loss_normalizer, float), loss_normalizer
+        self.loss_weight, self.loss_normalizer = loss_weight, loss_normalizer
+        in_channels = input_shape.channels
+        for idx, dim in enumerate(conv_dims, 1):
+            self.add_module(f"conv_fcn{idx}", Conv2d(in_channels, dim, 3, stride=1, padding=1))
+            self.add_module(f"conv_fcn_relu{idx}", nn.ReLU())
+            in_channels = dim
+        self.num_convs = len(conv_dims)
+        self.score_lowres = ConvTranspose2d(in_channels, L.NUM_LANDMARKS, 4, stride=2, padding=1)
+        self.up_scale = 2.0
+        for name, param in self.named_parameters():
+            if "bias" in name:
+                nn.init.constant_(param, 0)
+            elif "weight" in name:
+                nn.init.kaiming_normal_(param, mode="fan_out", nonlinearity="relu")
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        kh = cfg.MODEL.ROI_KEYPOINT_HEAD
+        if kh.NUM_KEYPOINTS != L.NUM_LANDMARKS:
+            raise ValueError(
+                f"{cls.__name__} predicts DeepFashion2's {L.NUM_LANDMARKS} landmarks; "
+                f"set MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS={L.NUM_LANDMARKS} "
+                f"(got {kh.NUM_KEYPOINTS})"
+            )
+        if kh.NORMALIZE_LOSS_BY_VISIBLE_KEYPOINTS:
+            normalizer = "visible"
+        else:  # the stock head's fixed normalizer, with the same number of keypoints
+            normalizer = float(
+                kh.NUM_KEYPOINTS
+                * cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE
+                * cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION
+            )
+        return {
+            "input_shape": input_shape,
+            "conv_dims": kh.CONV_DIMS,
+            "loss_weight": kh.LOSS_WEIGHT,
+            "loss_normalizer": normalizer,
+        }
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """(R, C, P, P) -> (R, D, P, P)."""
+        for i in range(1, self.num_convs + 1):
+            x = F.relu(getattr(self, f"conv_fcn{i}")(x))
+        return x
+
+    def predict(
+        self, x: torch.Tensor, classes: torch.Tensor
+    ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """
+        Trunk features (R, D, P, P) and (R,) 0-based classes -> per present category c:
+        (c, (n_c,) RoI indices, (n_c, K_c, 4P, 4P) logits), computing only c's output channels.
+        """
+        w, b = self.score_lowres.weight, self.score_lowres.bias
+        out = []
+        for c, idx in group_by_category(classes):
+            sl = L.CATEGORIES[c].landmark_slice
+            y = F.conv_transpose2d(x[idx], w[:, sl], b[sl], stride=2, padding=1)
+            y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
+            out.append((c, idx, y))
+        return out
+
+    def forward(self, x: torch.Tensor, instances: list[Instances]):
+        """
+        Args:
+            x: (R, C, P, P) features of the RoIs of all images, in the order of ``instances``.
+            instances: training: foreground proposals with ``proposal_boxes``, ``gt_classes``,
+                ``gt_keypoints``; inference: detections with ``pred_boxes``, ``pred_classes``.
+        """
+        x = self.trunk(x)
+        if self.training:
+            classes = cat([i.gt_classes for i in instances]) if instances else x.new_zeros(0)
+            logits = self.predict(x, classes.long())
+            normalizer = (
+                None if self.loss_normalizer == "visible" else len(instances) * self.loss_normalizer
+            )
+            if not len(classes):  # keep every parameter in the graph (DDP needs it)
+                w, b = self.score_lowres.weight, self.score_lowres.bias
+                return {"loss_keypoint": (x.sum() + w.sum() + b.sum()) * 0}
+            gt = cat([i.gt_keypoints.tensor for i in instances])
+            boxes = cat([i.proposal_boxes.tensor for i in instances])
+            loss = category_keypoint_loss(logits, gt, boxes, normalizer)
+            return {"loss_keypoint": loss * self.loss_weight}
+        classes = cat([i.pred_classes for i in instances]) if instances else x.new_zeros(0)
+        self.inference(self.predict(x, classes.long()), instances)
+        return instances
+
+    @staticmethod
+    def inference(logits, instances: list[Instances]) -> None:
+        """Decode each RoI's own heatmaps into ``pred_keypoints`` (R_i, 294, 3) per image."""
+        boxes = cat([i.pred_boxes.tensor for i in instances])
+        out = boxes.new_zeros((len(boxes), L.NUM_LANDMARKS, 3))
+        for c, idx, lg in logits:
+            kp = heatmaps_to_keypoints(lg.detach(), boxes[idx].detach())  # (n_c, K_c, 4)
+            out[idx, L.CATEGORIES[c].landmark_slice] = kp[:, :, [0, 1, 3]]
+        for inst, kp in zip(instances, out.split([len(i) for i in instances])):
+            inst.pred_keypoints = kp

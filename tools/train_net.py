@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""
+Train and evaluate DeepFashion2 models with Detectron2.
+
+    python tools/train_net.py --config-file configs/Mini-CPU.yaml
+    python tools/train_net.py --num-gpus 8 \
+        --config-file configs/mask_rcnn_landmarks_R_50_FPN_1x.yaml
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
+    python tools/train_net.py --config-file ... --resume
+"""
+
+import logging
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.evaluation import verify_results
+
+from deepfashion2 import add_deepfashion2_config
+from deepfashion2.data.builtin import set_lenient
+from deepfashion2.engine import Trainer, launch
+
+
+def setup(args):
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    cfg.freeze()
+    default_setup(cfg, args)
+    set_lenient(cfg.DEEPFASHION2.LENIENT)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = Trainer.build_model(cfg)
+        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        res = Trainer.test(cfg, model)
+        if cfg.TEST.AUG.ENABLED:
+            logging.getLogger("detectron2").warning("TEST.AUG is not supported; ignored")
+        verify_results(cfg, res)
+        return res
+    trainer = Trainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
