@@ -71,6 +71,19 @@ def labelled_landmarks(record: dict) -> int:
 
 
 class Trainer(DefaultTrainer):
+    # Detectron2 v0.6 checkpoints only the iteration and the scheduler: the optimizer state (SGD
+    # momentum) is lost on --resume. Save and restore the inner trainer's state like Detectron2's
+    # main branch does (DefaultTrainer.state_dict / load_state_dict with "_trainer").
+    def state_dict(self):
+        ret = super().state_dict()
+        ret["_trainer"] = self._trainer.state_dict()
+        return ret
+
+    def load_state_dict(self, state_dict):
+        super().load_state_dict(state_dict)
+        if "_trainer" in state_dict:
+            self._trainer.load_state_dict(state_dict["_trainer"])
+
     @classmethod
     def build_train_loader(cls, cfg):
         return build_detection_train_loader(
