@@ -30,6 +30,9 @@ import torch
 
 CONV_DIMS = (512,) * 8
 FEATURE_SHAPE = (256, 14, 14)  # FPN channels, ROI_KEYPOINT_HEAD.POOLER_RESOLUTION
+# The synthetic images are ~130 px on a side, real DeepFashion2 photos ~600-800 px; decoding cost
+# grows with the box size (heatmaps are resized to the box), so boxes and landmarks are scaled up.
+BOX_SCALE = 5.0
 
 
 def build(kind: str):
@@ -61,12 +64,13 @@ def inputs(split: str, n: int, train: bool):
     annos = [a for d in dicts for a in d["annotations"]]
     rng = np.random.default_rng(0)
     pick = [annos[i] for i in rng.integers(len(annos), size=n)]
-    boxes = torch.tensor([a["bbox"] for a in pick], dtype=torch.float32)
-    boxes += torch.from_numpy(rng.normal(0, 2, boxes.shape)).float()
+    boxes = torch.tensor([a["bbox"] for a in pick], dtype=torch.float32) * BOX_SCALE
+    boxes += torch.from_numpy(rng.normal(0, 2 * BOX_SCALE, boxes.shape)).float()
     classes = torch.tensor([a["category_id"] for a in pick])
-    inst = Instances((256, 256))
+    inst = Instances((1024, 1024))
     if train:
         gt = np.stack([expand_landmarks(a["category_id"], a["landmarks"]) for a in pick])
+        gt[:, :, :2] *= BOX_SCALE
         inst.proposal_boxes, inst.gt_classes = Boxes(boxes), classes
         inst.gt_keypoints = Keypoints(torch.from_numpy(gt).float())
     else:

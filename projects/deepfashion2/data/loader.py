@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
@@ -117,26 +118,48 @@ def parse_split(
     return SplitStore.concat([r[0] for r in results]), skips
 
 
-def _cache_path(cache_dir: str, anno_dir: str, image_dir: str, lenient: bool) -> str:
+def _cache_path(
+    cache_dir: str, anno_dir: str, image_dir: str, lenient: bool, fingerprint: str
+) -> str:
+    """One folder per split and content: ``<split key>-<fingerprint hash>``."""
     key = f"{os.path.realpath(anno_dir)}\0{os.path.realpath(image_dir)}\0{lenient}\0{CACHE_VERSION}"
-    return os.path.join(cache_dir, hashlib.sha1(key.encode()).hexdigest()[:20] + ".npz")
+    split = hashlib.sha1(key.encode()).hexdigest()[:20]
+    return os.path.join(cache_dir, f"{split}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:12]}")
 
 
-def _save(path: str, store: SplitStore, fingerprint: str) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp.npz")
-    with os.fdopen(fd, "wb") as f:
-        np.savez(f, fingerprint=np.array(fingerprint), **store.arrays())
-    os.replace(tmp, path)  # atomic: concurrent loaders never see a partial file
-
-
-def _load(path: str, fingerprint: str) -> SplitStore | None:
+def _save(path: str, store: SplitStore) -> None:
+    """
+    One ``.npy`` per array in a folder, so a later load memory-maps them (near-instant, and the
+    large polygon/landmark arrays stay file-backed instead of private memory). Written to a
+    temporary folder and renamed, so concurrent loaders never see a partial cache; older caches of
+    the same split are removed (processes that still map them keep their open files).
+    """
+    parent = os.path.dirname(path)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+    for name, arr in store.arrays().items():
+        np.save(os.path.join(tmp, name + ".npy"), arr, allow_pickle=False)
     try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["fingerprint"]) != fingerprint:
-                return None
-            return SplitStore(**{f.name: z[f.name] for f in fields(SplitStore)})
-    except (OSError, KeyError, ValueError):
+        os.rename(tmp, path)
+    except OSError:  # another process wrote the same cache meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+    split = os.path.basename(path).split("-")[0]
+    for old in os.listdir(parent):
+        if old.startswith(split + "-") and os.path.join(parent, old) != path:
+            shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
+
+
+def _load(path: str) -> SplitStore | None:
+    try:
+        return SplitStore(
+            **{
+                f.name: np.load(
+                    os.path.join(path, f.name + ".npy"), mmap_mode="r", allow_pickle=False
+                )
+                for f in fields(SplitStore)
+            }
+        )
+    except (OSError, ValueError):
         return None
 
 
@@ -159,9 +182,9 @@ def load_split_store(
     names, fingerprint = _list_annotations(anno_dir)
     # the image folder's mtime changes when images are added, removed or renamed
     fingerprint += f"|{os.stat(image_dir).st_mtime_ns}|{image_ext}"
-    path = _cache_path(cache_dir or default_cache_dir(), anno_dir, image_dir, lenient)
+    path = _cache_path(cache_dir or default_cache_dir(), anno_dir, image_dir, lenient, fingerprint)
     if use_cache:
-        store = _load(path, fingerprint)
+        store = _load(path)
         if store is not None:
             logger.info(f"Loaded {store.num_images} images, {store.num_items} items from {path}")
             return store
@@ -182,7 +205,7 @@ def load_split_store(
         )
     logger.info(f"Parsed {store.num_images} images, {store.num_items} items from {anno_dir}")
     if use_cache:
-        _save(path, store, fingerprint)
+        _save(path, store)
     return store
 
 

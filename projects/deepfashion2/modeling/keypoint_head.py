@@ -21,11 +21,6 @@ from torch.nn import functional as F
 from .. import landmarks as L
 
 
-def group_by_category(classes: torch.Tensor) -> list[tuple[int, torch.Tensor]]:
-    """[(0-based category, (n_c,) indices of the RoIs of that category)] for present categories."""
-    return [(int(c), (classes == c).nonzero().squeeze(1)) for c in classes.unique().tolist()]
-
-
 def category_keypoint_loss(
     logits: list[tuple[int, torch.Tensor, torch.Tensor]],
     gt_keypoints: torch.Tensor,
@@ -146,14 +141,23 @@ class CategoryKeypointHead(nn.Module):
         """
         Trunk features (R, D, P, P) and (R,) 0-based classes -> per present category c:
         (c, (n_c,) RoI indices, (n_c, K_c, 4P, 4P) logits), computing only c's output channels.
+
+        RoIs are sorted by category once and features and weights are split into views, so the
+        backward pass assembles each gradient once instead of once per category.
         """
-        w, b = self.score_lowres.weight, self.score_lowres.bias
-        out = []
-        for c, idx in group_by_category(classes):
-            sl = L.CATEGORIES[c].landmark_slice
-            y = F.conv_transpose2d(x[idx], w[:, sl], b[sl], stride=2, padding=1)
-            y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
-            out.append((c, idx, y))
+        order = torch.argsort(classes, stable=True)
+        counts = torch.bincount(classes, minlength=L.NUM_CATEGORIES).tolist()
+        xs = x[order].split(counts)
+        sizes = L.LANDMARK_COUNT.tolist()
+        ws = self.score_lowres.weight.split(sizes, dim=1)
+        bs = self.score_lowres.bias.split(sizes)
+        out, start = [], 0
+        for c, n in enumerate(counts):
+            if n:
+                y = F.conv_transpose2d(xs[c], ws[c], bs[c], stride=2, padding=1)
+                y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
+                out.append((c, order[start : start + n], y))
+            start += n
         return out
 
     def forward(self, x: torch.Tensor, instances: list[Instances]):
