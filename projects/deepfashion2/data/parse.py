@@ -88,6 +88,9 @@ def read_image_size(anno_file: str, image_path: str) -> tuple[int, int]:
     return int(h), int(w)
 
 
+_NUMBER_TYPES = frozenset({int, float})
+
+
 def _is_int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -118,16 +121,22 @@ class _ItemParser:
             self.fail(fld, f"{v} is outside {lo}..{hi}", f"{fld}: out of range")
         return v
 
-    def numbers(self, fld: str, value, what: str) -> list:
+    def numbers(self, fld: str, value, what: str) -> np.ndarray:
+        """A list of finite numbers -> float64 array (exact: Python floats are float64)."""
         if not isinstance(value, list):
             self.fail(
                 fld, f"expected a list of numbers, got {type(value).__name__}", f"{fld}: wrong type"
             )
+        # fast path: type check and conversion in C; the slow loop only finds what is wrong
+        if set(map(type, value)) <= _NUMBER_TYPES:
+            arr = np.array(value, dtype=np.float64)
+            if np.isfinite(arr).all():
+                return arr
         for i, v in enumerate(value):
             if not _is_num(v):
                 reason = "NaN or infinite" if isinstance(v, float) else "wrong type"
                 self.fail(fld, f"{what} value {i} is {v!r}", f"{fld}: {reason}")
-        return value
+        raise AssertionError("unreachable")
 
     def parse(self) -> ParsedItem:
         if not isinstance(self.obj, dict):
@@ -146,22 +155,23 @@ class _ItemParser:
         style = self.int_in("style", 0, 2**31 - 1)
         attrs = tuple(self.int_in(a, 1, len(ATTRIBUTES[a])) for a in ITEM_ATTRIBUTES)
 
-        box = self.numbers("bounding_box", self.get("bounding_box"), "box")
+        raw_box = self.get("bounding_box")
+        box = self.numbers("bounding_box", raw_box, "box")
         if len(box) != 4:
             self.fail(
                 "bounding_box", f"expected 4 numbers, got {len(box)}", "bounding_box: wrong length"
             )
-        x1, y1, x2, y2 = (float(v) for v in box)
+        x1, y1, x2, y2 = box.tolist()
         if x2 <= x1 or y2 <= y1:
             self.fail(
                 "bounding_box",
-                f"{box} is empty or inverted (x1<x2, y1<y2 needed)",
+                f"{raw_box} is empty or inverted (x1<x2, y1<y2 needed)",
                 "bounding_box: inverted",
             )
         if x1 < 0 or y1 < 0 or x2 > self.w or y2 > self.h:
             self.fail(
                 "bounding_box",
-                f"{box} is outside the {self.w}x{self.h} image",
+                f"{raw_box} is outside the {self.w}x{self.h} image",
                 "bounding_box: outside image",
             )
 
@@ -173,7 +183,7 @@ class _ItemParser:
                 f"category {cid} {cat.name!r}, got {len(lms)}",
                 "landmarks: wrong count for category",
             )
-        landmarks = np.asarray(lms, dtype=np.float64).reshape(-1, 3)
+        landmarks = lms.reshape(-1, 3)
         vis = landmarks[:, 2]
         if not np.isin(vis, (0, 1, 2)).all():
             bad = int(np.flatnonzero(~np.isin(vis, (0, 1, 2)))[0])
@@ -203,7 +213,7 @@ class _ItemParser:
                     f"polygon {k} has {len(coords) // 2} points (3 needed)",
                     "segmentation: fewer than 3 points",
                 )
-            polygons.append(np.asarray(coords, dtype=np.float64))
+            polygons.append(coords)
         return ParsedItem(
             item_id=int(self.name[4:]),
             category_id=cid - 1,
