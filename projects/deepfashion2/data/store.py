@@ -102,10 +102,12 @@ class SplitStore:
         +0.5 makes them continuous coordinates, so a horizontal flip is ``W - x``). Polygons are
         kept as in the file (they already are continuous coordinates).
         """
-        lms = self.landmarks.copy()
+        lms = np.array(self.landmarks)  # a private copy: the +0.5 shift is applied below
         labelled = lms[:, 2] > 0
         lms[labelled, :2] += 0.5
-        polys = np.split(self.coords, self.coord_ptr[1:-1]) if len(self.coords) else []
+        # plain ndarray views (of the cache's memory map when loaded from it), not np.memmap
+        coords = np.asarray(self.coords)
+        polys = np.split(coords, self.coord_ptr[1:-1]) if len(coords) else []
         item_ptr, poly_ptr, lm_ptr = (
             self.item_ptr.tolist(),
             self.poly_ptr.tolist(),
