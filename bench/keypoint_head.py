@@ -20,13 +20,12 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
 import torch
+from _common import run_json_child
 
 CONV_DIMS = (512,) * 8
 FEATURE_SHAPE = (256, 14, 14)  # FPN channels, ROI_KEYPOINT_HEAD.POOLER_RESOLUTION
@@ -153,16 +152,6 @@ def _after_trunk(kind, head, feats, inst):
     return keypoint_rcnn_loss(y, [inst], None)
 
 
-def run_child(kind: str, what: str, split: str, repeats: int) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", kind, what, split, str(repeats)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--out", default="bench/results/keypoint_head.json")
@@ -178,7 +167,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         generate_split(tmp, 120, seed=5)
         r = {
-            k: {w: run_child(k, w, tmp, args.repeats) for w in ("train", "predictor", "infer")}
+            k: {
+                w: run_json_child(__file__, k, w, tmp, str(args.repeats))
+                for w in ("train", "predictor", "infer")
+            }
             for k in ("stock", "ours")
         }
     r["train_memory_ratio"] = r["stock"]["train"]["peak_mb"] / r["ours"]["train"]["peak_mb"]

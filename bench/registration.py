@@ -22,12 +22,11 @@ import json
 import os
 import resource
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
 import numpy as np
+from _common import run_json_child
 
 TRAIN_IMAGES = 191_961
 
@@ -177,16 +176,6 @@ def child(mode: str, root: str, cache: str, coco: str) -> None:
     )
 
 
-def run_child(mode: str, root: str, cache: str, coco: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", mode, root, cache, coco],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--scale", type=float, default=1.0)
@@ -207,10 +196,10 @@ def main() -> None:
         print(f"wrote {n} files in {time.perf_counter() - t:.0f}s")
     shutil.rmtree(cache, ignore_errors=True)
     r = {"files": n, "scale": args.scale, "cpus": os.cpu_count()}
-    r["ours_cold"] = run_child("ours_cold", root, cache, coco)
-    r["ours_warm"] = run_child("ours_warm", root, cache, coco)
-    r["common_convert"] = run_child("common_convert", root, cache, coco)
-    r["common_load"] = run_child("common_load", root, cache, coco)
+    r["ours_cold"] = run_json_child(__file__, "ours_cold", root, cache, coco)
+    r["ours_warm"] = run_json_child(__file__, "ours_warm", root, cache, coco)
+    r["common_convert"] = run_json_child(__file__, "common_convert", root, cache, coco)
+    r["common_load"] = run_json_child(__file__, "common_load", root, cache, coco)
     common_cold = r["common_convert"]["seconds"] + r["common_load"]["seconds"]
     r["cold_speedup"] = common_cold / r["ours_cold"]["seconds"]
     r["warm_load_s"] = r["ours_warm"]["seconds"]

@@ -150,7 +150,7 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {
 SOURCES = ("user", "shop")
 
 # Categories whose first six landmarks are a neckline (tops, outwear, dresses).
-_NECKLINE_CATEGORIES = frozenset({1, 2, 3, 4, 5, 6, 10, 11, 12, 13})
+NECKLINE_CATEGORIES = frozenset({1, 2, 3, 4, 5, 6, 10, 11, 12, 13})
 
 
 @dataclass(frozen=True)
@@ -191,7 +191,7 @@ class Category:
         The edge set is made symmetric under the flip pairs.
         """
         k = self.num_landmarks
-        if self.id in _NECKLINE_CATEGORIES:
+        if self.id in NECKLINE_CATEGORIES:
             edges = [(i, i + 1) for i in range(5)] + [(5, 0), (1, 6)]
             edges += [(i, i + 1) for i in range(6, k - 1)]
         else:

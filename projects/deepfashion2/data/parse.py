@@ -19,7 +19,7 @@ import orjson
 
 from ..landmarks import ATTRIBUTES, CATEGORY_BY_ID, SOURCES
 
-ITEM_ATTRIBUTES = ("scale", "occlusion", "zoom_in", "viewpoint")
+ITEM_ATTRIBUTES = tuple(ATTRIBUTES)  # scale, occlusion, zoom_in, viewpoint
 
 
 class DeepFashion2FormatError(ValueError):

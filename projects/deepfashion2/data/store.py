@@ -2,9 +2,9 @@
 A parsed split as a handful of flat numpy arrays (the compact record of DESIGN.md).
 
 Why columnar: the train split has ~192K images and ~313K items. As nested Python lists (the
-common COCO-conversion route, with 294x3 landmarks per item) it costs ~15 GB; as flat arrays it is a
-few hundred MB, pickles/saves in one piece for the cache, and the Detectron2 dicts built from it
-hold numpy views instead of lists of Python floats.
+common COCO-conversion route, with 294x3 landmarks per item) it costs ~15 GB; as flat arrays it is
+a few hundred MB, is cached as a handful of memory-mapped files, and the Detectron2 dicts built
+from it hold numpy views instead of lists of Python floats.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from dataclasses import dataclass, fields
 import numpy as np
 from detectron2.structures import BoxMode
 
-from ..landmarks import ATTRIBUTES, SOURCES
-from .parse import ITEM_ATTRIBUTES, ParsedImage
+from ..landmarks import SOURCES
+from .parse import ParsedImage
 
 
 @dataclass
@@ -25,7 +25,7 @@ class SplitStore:
     image_id: np.ndarray  # (I,) int64
     height: np.ndarray  # (I,) int32
     width: np.ndarray  # (I,) int32
-    source: np.ndarray  # (I,) int8, index into SOURCES; -1 when unknown (test split)
+    source: np.ndarray  # (I,) int8, index into SOURCES
     pair_id: np.ndarray  # (I,) int64
     item_ptr: np.ndarray  # (I+1,) int64, items of image i are item_ptr[i]:item_ptr[i+1]
     # per item
@@ -115,7 +115,7 @@ class SplitStore:
         )
         item_id, cat, style = self.item_id.tolist(), self.category.tolist(), self.style.tolist()
         attrs, bbox = self.attributes.tolist(), self.bbox.tolist()
-        sources = [SOURCES[s] if s >= 0 else None for s in self.source.tolist()]
+        sources = [SOURCES[s] for s in self.source.tolist()]
         heights, widths = self.height.tolist(), self.width.tolist()
         image_ids, pair_ids = self.image_id.tolist(), self.pair_id.tolist()
         prefix = image_dir.rstrip("/") + "/"
@@ -146,20 +146,11 @@ class SplitStore:
                 "height": heights[i],
                 "width": widths[i],
                 "annotations": annos,
+                "source": sources[i],
+                "pair_id": pair_ids[i],
             }
-            if sources[i] is not None:
-                record["source"] = sources[i]
-                record["pair_id"] = pair_ids[i]
             dicts.append(record)
         return dicts
-
-
-def attribute_value_name(attribute: str, value: int) -> str:
-    """1-based attribute value -> table header name (e.g. ("occlusion", 3) -> "heavy")."""
-    return ATTRIBUTES[attribute][value - 1]
-
-
-assert tuple(ATTRIBUTES) == ITEM_ATTRIBUTES
 
 
 def _ptr(counts: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ import numpy as np
 import orjson
 from PIL import Image, ImageDraw
 
-from ..landmarks import ATTRIBUTES, CATEGORIES, Category
+from ..landmarks import CATEGORIES, NECKLINE_CATEGORIES, Category
 
 # Left half of each silhouette in a unit box, from the top of the centre line down to the bottom
 # of the centre line (x = 0.5 is the axis of symmetry).
@@ -105,7 +105,6 @@ _SHAPES = {
     12: (_VEST_DRESS, (0.6, 1.1)),
     13: (_SLING_DRESS, (0.6, 1.1)),
 }
-_UPPER = {1, 2, 3, 4, 5, 6, 10, 11, 12, 13}
 _UPPER_CATS = [1, 2, 3, 4, 5, 6]
 _LOWER_CATS = [7, 8, 9]
 _DRESS_CATS = [10, 11, 12, 13]
@@ -130,12 +129,12 @@ _PALETTE = np.array(
 _PATTERNS = ("solid", "hstripes", "vstripes", "dots", "checks")
 
 
-def _resample(poly: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """n+2 points at even arc lengths on an open polyline (ends included), and its lengths."""
+def _resample(poly: np.ndarray, n: int) -> np.ndarray:
+    """(n+2, 2) points at even arc lengths on an open polyline, ends included."""
     seg = np.linalg.norm(np.diff(poly, axis=0), axis=1)
     cum = np.concatenate([[0.0], np.cumsum(seg)])
     t = np.linspace(0, cum[-1], n + 2)
-    return np.stack([np.interp(t, cum, poly[:, 0]), np.interp(t, cum, poly[:, 1])], axis=1), cum
+    return np.stack([np.interp(t, cum, poly[:, 0]), np.interp(t, cum, poly[:, 1])], axis=1)
 
 
 def template(cat: Category) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +149,8 @@ def template(cat: Category) -> tuple[np.ndarray, np.ndarray]:
     k = cat.num_landmarks
     partner = {a: b for a, b in cat.flip_pairs} | {b: a for a, b in cat.flip_pairs}
     pos = np.zeros((k, 2))
-    neck = set(range(6)) | {partner.get(i, i) for i in range(6)} if cat.id in _UPPER else set()
+    upper = cat.id in NECKLINE_CATEGORIES
+    neck = set(range(6)) | {partner.get(i, i) for i in range(6)} if upper else set()
     left_neck = sorted(i for i in neck if i in partner and i < partner[i])
     left_body = sorted(i for i in range(k) if i not in neck and i in partner and i < partner[i])
     centre = sorted(i for i in range(k) if i not in partner)
@@ -158,16 +158,16 @@ def template(cat: Category) -> tuple[np.ndarray, np.ndarray]:
     # neckline: a curve from the front centre up to the collar side and back to the centre
     if left_neck:
         curve = np.array([(0.5, top_y + neck_depth), (left[1, 0], top_y), (0.5 - 0.02, top_y)])
-        pts, _ = _resample(curve, len(left_neck))
+        pts = _resample(curve, len(left_neck))
         pos[left_neck] = pts[1:-1]
     # body: the left half of the outline, from the collar (or the waist) to the bottom centre
-    body = left[1:] if cat.id in _UPPER else left
-    pts, _ = _resample(body, len(left_body))
+    body = left[1:] if upper else left
+    pts = _resample(body, len(left_body))
     pos[left_body] = pts[1:-1]
     for i in centre:
         if i in neck:
             pos[i] = (0.5, top_y + neck_depth) if i == 0 else (0.5, top_y)
-        elif i == centre[0] and cat.id not in _UPPER:
+        elif i == centre[0] and not upper:
             pos[i] = left[0]
         else:
             pos[i] = left[-1]
@@ -390,8 +390,6 @@ def main() -> None:
     args = p.parse_args()
     generate_split(args.out, args.num_images, args.seed)
 
-
-assert set(ATTRIBUTES) == {"scale", "occlusion", "zoom_in", "viewpoint"}
 
 if __name__ == "__main__":
     main()

@@ -14,7 +14,7 @@ import torch
 from detectron2.config import configurable
 from detectron2.layers import Conv2d, ConvTranspose2d, ShapeSpec, cat, interpolate
 from detectron2.modeling.roi_heads import ROI_KEYPOINT_HEAD_REGISTRY
-from detectron2.structures import Instances, heatmaps_to_keypoints
+from detectron2.structures import Instances, Keypoints, heatmaps_to_keypoints
 from torch import nn
 from torch.nn import functional as F
 
@@ -37,8 +37,6 @@ def category_keypoint_loss(
         boxes: (R, 4) RoI boxes.
         normalizer: divide the summed loss by this; None = by the number of valid landmarks.
     """
-    from detectron2.structures import Keypoints
-
     losses, num_valid = [], 0
     ref = logits[0][2] if logits else None
     for c, idx, lg in logits:
@@ -172,13 +170,13 @@ class CategoryKeypointHead(nn.Module):
         x = self.trunk(x)
         if self.training:
             classes = cat([i.gt_classes for i in instances]) if instances else x.new_zeros(0)
+            if not len(classes):  # keep every parameter in the graph (DDP needs it)
+                w, b = self.score_lowres.weight, self.score_lowres.bias
+                return {"loss_keypoint": (x.sum() + w.sum() + b.sum()) * 0}
             logits = self.predict(x, classes.long())
             normalizer = (
                 None if self.loss_normalizer == "visible" else len(instances) * self.loss_normalizer
             )
-            if not len(classes):  # keep every parameter in the graph (DDP needs it)
-                w, b = self.score_lowres.weight, self.score_lowres.bias
-                return {"loss_keypoint": (x.sum() + w.sum() + b.sum()) * 0}
             gt = cat([i.gt_keypoints.tensor for i in instances])
             boxes = cat([i.proposal_boxes.tensor for i in instances])
             loss = category_keypoint_loss(logits, gt, boxes, normalizer)

@@ -1,0 +1,15 @@
+"""Helpers shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def run_json_child(script: str, *args: str) -> dict:
+    """Run ``script --child ARGS`` in a fresh Python process; return the JSON of its last line."""
+    out = subprocess.run(
+        [sys.executable, script, "--child", *args], check=True, capture_output=True, text=True
+    ).stdout
+    return json.loads(out.strip().splitlines()[-1])
