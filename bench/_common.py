@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 
-def run_json_child(script: str, *args: str) -> dict:
+def run_json_child(script: str, *args: str, env: dict | None = None) -> dict:
     """Run ``script --child ARGS`` in a fresh Python process; return the JSON of its last line."""
     out = subprocess.run(
-        [sys.executable, script, "--child", *args], check=True, capture_output=True, text=True
+        [sys.executable, script, "--child", *args],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])

@@ -1,6 +1,7 @@
 """The category-gated landmark head: shapes, masking, loss parity with the stock head."""
 
 import numpy as np
+import pytest
 import torch
 from detectron2.config import get_cfg
 from detectron2.layers import ShapeSpec
@@ -77,6 +78,8 @@ def test_heatmap_channels_computed_per_category():
         (2, [0, 1], (2, 31, 28, 28)),
         (8, [2], (1, 8, 28, 28)),
     ]
+    with pytest.raises(ValueError, match="sorted by category"):
+        head.predict(head.trunk(torch.randn(3, 4, 7, 7)), torch.tensor([8, 2, 2]))
 
 
 def _stock_equivalent(head):

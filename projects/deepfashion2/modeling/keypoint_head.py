@@ -45,14 +45,14 @@ def category_keypoint_loss(
         targets, valid = Keypoints(gt_keypoints[idx][:, cat_.landmark_slice]).to_heatmap(
             boxes[idx], s
         )
-        valid = valid.view(-1).nonzero().squeeze(1)
-        if valid.numel():
+        valid = valid.view(-1).bool()
+        if valid.any():
+            # ignore_index instead of gathering the valid rows: same sum, no copy of the logits
+            targets = torch.where(valid, targets.view(-1), torch.full_like(targets.view(-1), -1))
             losses.append(
-                F.cross_entropy(
-                    lg.reshape(n * k, s * s)[valid], targets.view(-1)[valid], reduction="sum"
-                )
+                F.cross_entropy(lg.reshape(n * k, s * s), targets, ignore_index=-1, reduction="sum")
             )
-            num_valid += valid.numel()
+            num_valid += int(valid.sum())
     if not losses:  # like the stock loss: keep the graph, contribute nothing
         return ref.sum() * 0 if ref is not None else gt_keypoints.new_zeros(())
     loss = torch.stack(losses).sum()
@@ -139,15 +139,15 @@ class CategoryKeypointHead(nn.Module):
         self, x: torch.Tensor, classes: torch.Tensor
     ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
         """
-        Trunk features (R, D, P, P) and (R,) 0-based classes -> per present category c:
-        (c, (n_c,) RoI indices, (n_c, K_c, 4P, 4P) logits), computing only c's output channels.
-
-        RoIs are sorted by category once and features and weights are split into views, so the
+        Trunk features (R, D, P, P) of RoIs sorted by category and their sorted (R,) 0-based
+        classes -> per present category c: (c, (n_c,) rows of x, (n_c, K_c, 4P, 4P) logits),
+        computing only c's output channels. Features and weights are split into views, so the
         backward pass assembles each gradient once instead of once per category.
         """
-        order = torch.argsort(classes, stable=True)
+        if len(classes) > 1 and bool((classes[1:] < classes[:-1]).any()):
+            raise ValueError("predict() needs the RoIs sorted by category")
         counts = torch.bincount(classes, minlength=L.NUM_CATEGORIES).tolist()
-        xs = x[order].split(counts)
+        xs = x.split(counts)
         sizes = L.LANDMARK_COUNT.tolist()
         ws = self.score_lowres.weight.split(sizes, dim=1)
         bs = self.score_lowres.bias.split(sizes)
@@ -156,7 +156,7 @@ class CategoryKeypointHead(nn.Module):
             if n:
                 y = F.conv_transpose2d(xs[c], ws[c], bs[c], stride=2, padding=1)
                 y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
-                out.append((c, order[start : start + n], y))
+                out.append((c, torch.arange(start, start + n, device=x.device), y))
             start += n
         return out
 
@@ -167,23 +167,26 @@ class CategoryKeypointHead(nn.Module):
             instances: training: foreground proposals with ``proposal_boxes``, ``gt_classes``,
                 ``gt_keypoints``; inference: detections with ``pred_boxes``, ``pred_classes``.
         """
-        x = self.trunk(x)
-        if self.training:
-            classes = cat([i.gt_classes for i in instances]) if instances else x.new_zeros(0)
-            if not len(classes):  # keep every parameter in the graph (DDP needs it)
-                w, b = self.score_lowres.weight, self.score_lowres.bias
-                return {"loss_keypoint": (x.sum() + w.sum() + b.sum()) * 0}
-            logits = self.predict(x, classes.long())
-            normalizer = (
-                None if self.loss_normalizer == "visible" else len(instances) * self.loss_normalizer
-            )
-            gt = cat([i.gt_keypoints.tensor for i in instances])
-            boxes = cat([i.proposal_boxes.tensor for i in instances])
-            loss = category_keypoint_loss(logits, gt, boxes, normalizer)
-            return {"loss_keypoint": loss * self.loss_weight}
-        classes = cat([i.pred_classes for i in instances]) if instances else x.new_zeros(0)
-        self.inference(self.predict(x, classes.long()), instances)
-        return instances
+        field = "gt_classes" if self.training else "pred_classes"
+        classes = cat([i.get(field) for i in instances]).long()
+        if self.training and not len(classes):  # keep every parameter in the graph (DDP needs it)
+            w, b = self.score_lowres.weight, self.score_lowres.bias
+            return {"loss_keypoint": (self.trunk(x).sum() + w.sum() + b.sum()) * 0}
+        # Sort the RoIs by category before the trunk: one gather of the (narrow) input instead
+        # of the trunk output, and contiguous per-category blocks for the predictor.
+        order = torch.argsort(classes, stable=True)
+        feats = self.trunk(x[order])
+        logits = [(c, order[rows], y) for c, rows, y in self.predict(feats, classes[order])]
+        if not self.training:
+            self.inference(logits, instances)
+            return instances
+        normalizer = (
+            None if self.loss_normalizer == "visible" else len(instances) * self.loss_normalizer
+        )
+        gt = cat([i.gt_keypoints.tensor for i in instances])
+        boxes = cat([i.proposal_boxes.tensor for i in instances])
+        loss = category_keypoint_loss(logits, gt, boxes, normalizer)
+        return {"loss_keypoint": loss * self.loss_weight}
 
     @staticmethod
     def inference(logits, instances: list[Instances]) -> None:
