@@ -1,0 +1,97 @@
+"""
+A split's ground truth as flat arrays, in the conventions of the official evaluation.
+
+The official evaluation scores the output of DeepFashion2's COCO converter: boxes ``[x, y, w, h]``,
+``area`` = box area ``w * h`` (the OKS scale), landmarks as the files' integer pixel indices. The
+Detectron2 dicts of our loader hold continuous coordinates (+0.5 on labelled landmarks), so the
+shift is taken off here, as in the COCO export.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import landmarks as L
+
+
+@dataclass
+class GroundTruth:
+    # per image, sorted by image id (the order pycocotools accumulates in)
+    image_ids: np.ndarray  # (I,) int64
+    heights: np.ndarray  # (I,) int64
+    widths: np.ndarray  # (I,) int64
+    sources: np.ndarray  # (I,) int8, index into landmarks.SOURCES
+    pair_ids: np.ndarray  # (I,) int64
+    # per item
+    image: np.ndarray  # (N,) int64 index into the image arrays
+    category: np.ndarray  # (N,) int64, 1..13
+    boxes: np.ndarray  # (N, 4) float64, XYWH
+    style: np.ndarray  # (N,) int64
+    attributes: np.ndarray  # (N, 4) int64, 1-based values of landmarks.ATTRIBUTES in order
+    lm_ptr: np.ndarray  # (N+1,) int64 into landmarks
+    landmarks: np.ndarray  # (L, 3) float64, each item's own category's landmarks, file convention
+    polygons: list  # (N,) lists of flat polygons [x1, y1, x2, y2, ...]
+
+    @property
+    def num_items(self) -> int:
+        return len(self.category)
+
+    @property
+    def area(self) -> np.ndarray:
+        """(N,) box area w * h: the official converter's ``area``, the OKS scale."""
+        return self.boxes[:, 2] * self.boxes[:, 3]
+
+    def subset_mask(self, attribute: str, value: str) -> np.ndarray:
+        """(N,) bool: items whose ``attribute`` (e.g. "occlusion") has ``value`` (e.g. "heavy")."""
+        col = list(L.ATTRIBUTES).index(attribute)
+        return self.attributes[:, col] == L.ATTRIBUTES[attribute].index(value) + 1
+
+    def image_index(self, image_ids: np.ndarray) -> np.ndarray:
+        """Positions of ``image_ids`` in this split; -1 where an id is not in it."""
+        image_ids = np.asarray(image_ids, dtype=np.int64)
+        pos = np.searchsorted(self.image_ids, image_ids)
+        pos = np.minimum(pos, max(len(self.image_ids) - 1, 0))
+        ok = len(self.image_ids) > 0 and self.image_ids[pos] == image_ids
+        return np.where(ok, pos, -1)
+
+    @classmethod
+    def from_dicts(cls, dicts: list[dict]) -> "GroundTruth":
+        """From Detectron2 dataset dicts as :func:`deepfashion2.data.load_deepfashion2` makes them."""
+        dicts = sorted(dicts, key=lambda d: d["image_id"])
+        image, cat, boxes, style, attrs, lms, polys = [], [], [], [], [], [], []
+        for i, d in enumerate(dicts):
+            for a in d.get("annotations", ()):
+                image.append(i)
+                cat.append(a["category_id"] + 1)
+                x1, y1, x2, y2 = a["bbox"]
+                boxes.append((x1, y1, x2 - x1, y2 - y1))
+                style.append(a.get("style", 0))
+                attrs.append([a[k] for k in L.ATTRIBUTES])
+                lm = np.array(a["landmarks"], dtype=np.float64)
+                labelled = lm[:, 2] > 0
+                lm[labelled, :2] -= 0.5  # back to the files' integer pixel indices
+                lms.append(lm)
+                polys.append([np.asarray(p, dtype=np.float64).tolist() for p in a["segmentation"]])
+        counts = np.array([len(x) for x in lms], dtype=np.int64)
+        lm_ptr = np.zeros(len(lms) + 1, dtype=np.int64)
+        np.cumsum(counts, out=lm_ptr[1:])
+        ids = np.array([d["image_id"] for d in dicts], dtype=np.int64)
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ground truth: duplicate image ids")
+        return cls(
+            image_ids=ids,
+            heights=np.array([d["height"] for d in dicts], dtype=np.int64),
+            widths=np.array([d["width"] for d in dicts], dtype=np.int64),
+            sources=np.array([L.SOURCES.index(d.get("source", "user")) for d in dicts], np.int8),
+            pair_ids=np.array([d.get("pair_id", 0) for d in dicts], dtype=np.int64),
+            image=np.array(image, dtype=np.int64),
+            category=np.array(cat, dtype=np.int64),
+            boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+            style=np.array(style, dtype=np.int64),
+            attributes=np.array(attrs, dtype=np.int64).reshape(-1, len(L.ATTRIBUTES)),
+            lm_ptr=lm_ptr,
+            landmarks=np.concatenate(lms) if lms else np.zeros((0, 3)),
+            polygons=polys,
+        )
