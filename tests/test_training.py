@@ -84,12 +84,20 @@ def test_loss_decreases_and_eval_only_runs(tmp_path):
     assert [m["iteration"] for m in rows] == [19, 39]
     assert rows[1]["total_loss"] < 0.85 * rows[0]["total_loss"], rows
     assert rows[1]["loss_keypoint"] < rows[0]["loss_keypoint"]
-    # --eval-only on the saved checkpoint: the stock COCOEvaluator with the 294 OKS sigmas
+    # --eval-only on the saved checkpoint: the DeepFashion2 evaluator, tables saved
     weights = str(tmp_path / "model_final.pth")
     res = run(
         ["--eval-only"] + tiny_opts(tmp_path / "eval", 40, "MODEL.WEIGHTS", weights, test=True)
     )
-    assert set(res) >= {"bbox", "segm", "keypoints"}
+    assert set(res) == {"bbox", "segm", "keypoints", "keypoints_vis"}
+    assert "AP/occlusion:heavy" in res["keypoints"] and "AP75/viewpoint:frontal" in res["segm"]
+    inference = tmp_path / "eval" / "inference"
+    md = (inference / "deepfashion2_tables.md").read_text()
+    assert "Landmark estimation" in md and "| AP (visible) |" in md
+    saved = json.loads((inference / "deepfashion2_metrics.json").read_text())
+    assert saved["bbox"]["AP"] == pytest.approx(res["bbox"]["AP"])
+    boxes = json.loads((inference / "deepfashion2_results_bbox.json").read_text())
+    assert boxes and set(boxes[0]) == {"image_id", "category_id", "bbox", "score"}
 
 
 def test_resume_continues_at_the_saved_iteration(tmp_path):

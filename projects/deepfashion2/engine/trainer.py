@@ -5,9 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-import orjson
 from detectron2.data import (
-    DatasetCatalog,
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
@@ -15,31 +13,10 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator
-from detectron2.utils import comm
 
-from ..data.coco_export import dicts_to_coco
 from ..data.mapper import DeepFashion2Mapper
+from ..evaluation import DeepFashion2Evaluator
 from . import launch as _launch  # noqa: F401  (CPU-safe create_ddp_model)
-
-
-def ensure_coco_json(dataset_name: str, output_dir: str) -> str:
-    """
-    The split's ground truth as COCO-style JSON (official converter conventions), written once and
-    recorded as ``json_file`` in its metadata, for evaluators built on pycocotools.
-    """
-    meta = MetadataCatalog.get(dataset_name)
-    if hasattr(meta, "json_file"):
-        return meta.json_file
-    path = os.path.join(output_dir, f"{dataset_name}_coco_format.json")
-    if comm.is_main_process():
-        os.makedirs(output_dir, exist_ok=True)
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            f.write(orjson.dumps(dicts_to_coco(DatasetCatalog.get(dataset_name))))
-        os.replace(tmp, path)
-    comm.synchronize()
-    meta.set(json_file=path)
-    return path
 
 
 def build_train_dataset_dicts(cfg) -> list[dict]:
@@ -101,18 +78,16 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_evaluator(cls, cfg, dataset_name, output_folder=None):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
-        ensure_coco_json(dataset_name, output_folder)
-        # The stock tool passes no OKS sigmas, and COCOeval's 17 COCO sigmas cannot score 294
-        # landmarks: use the config's, else the dataset's own (the official DeepFashion2 ones).
-        sigmas = cfg.TEST.KEYPOINT_OKS_SIGMAS or MetadataCatalog.get(dataset_name).get(
-            "keypoint_oks_sigmas", ()
-        )
-        tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
-        tasks += ("keypoints",) if cfg.MODEL.KEYPOINT_ON else ()
+        meta = MetadataCatalog.get(dataset_name)
+        if meta.get("evaluator_type") == "deepfashion2":
+            tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
+            tasks += ("keypoints", "keypoints_vis") if cfg.MODEL.KEYPOINT_ON else ()
+            return DeepFashion2Evaluator(dataset_name, output_folder, tasks=tasks)
+        # other datasets: the stock evaluator, given the config's OKS sigmas (the stock tool
+        # does not pass them)
         return COCOEvaluator(
             dataset_name,
-            tasks=tasks,
             distributed=True,
             output_dir=output_folder,
-            kpt_oks_sigmas=sigmas,
+            kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
         )

@@ -72,6 +72,8 @@ class Detections:
         if not parts:
             return cls(*(np.zeros(0, dtype=t) for t in (np.int64, np.int64, np.float64)))
         first = parts[0]
+        if len({p.tasks for p in parts}) > 1:
+            raise ValueError("cannot concatenate detections that carry different result fields")
         out = cls(
             image_id=np.concatenate([p.image_id for p in parts]),
             category=np.concatenate([p.category for p in parts]),
@@ -158,7 +160,9 @@ class Detections:
         if "keypoints" in fields:
             out._set_keypoints(_numbers(entries, "keypoints", 3 * L.NUM_LANDMARKS, file))
         if "segmentation" in fields:
-            out.masks = [_rle(e["segmentation"], i, file, image_id[i], gt) for i, e in enumerate(entries)]
+            out.masks = [
+                _rle(e["segmentation"], i, file, image_id[i], gt) for i, e in enumerate(entries)
+            ]
         return out
 
     def _set_keypoints(self, flat: np.ndarray) -> None:
@@ -237,3 +241,33 @@ def _rle(seg, i: int, file: str, image_id: int, gt) -> dict:
                 file, i, "segmentation", f"size {seg['size']} is not the image's (height, width)"
             )
     return seg
+
+
+def load_result_files(paths: list[str], gt=None) -> dict[str, Detections]:
+    """
+    task -> detections from official result files, each file's kind recognised from its fields.
+    A file that carries several fields (e.g. Detectron2's combined box + mask results) serves
+    each of them, unless another file is dedicated to that task alone.
+    """
+    import orjson  # local: the format module itself does not need it
+
+    by_task: dict[str, list[tuple[int, str, Detections]]] = {}
+    for path in paths:
+        with open(path, "rb") as f:
+            try:
+                entries = orjson.loads(f.read())
+            except orjson.JSONDecodeError as e:
+                raise ResultFormatError(path, None, "<json>", f"invalid JSON: {e}") from None
+        dets = Detections.from_results(entries, path, gt)
+        fields = [f for f in FIELD_TASKS if entries and f in entries[0]]
+        if entries and not fields:
+            raise ResultFormatError(path, 0, "<entry>", "no bbox, keypoints or segmentation")
+        for t in dets.tasks:
+            by_task.setdefault(t, []).append((len(fields), path, dets))
+    out = {}
+    for task, cands in by_task.items():
+        cands.sort(key=lambda c: c[0])
+        if len(cands) > 1 and cands[0][0] == cands[1][0]:
+            raise ValueError(f"{task} results given twice: {cands[0][1]} and {cands[1][1]}")
+        out[task] = cands[0][2]
+    return out

@@ -58,7 +58,7 @@ class GroundTruth:
 
     @classmethod
     def from_dicts(cls, dicts: list[dict]) -> "GroundTruth":
-        """From Detectron2 dataset dicts as :func:`deepfashion2.data.load_deepfashion2` makes them."""
+        """From Detectron2 dataset dicts, as :func:`deepfashion2.data.load_deepfashion2` gives."""
         dicts = sorted(dicts, key=lambda d: d["image_id"])
         image, cat, boxes, style, attrs, lms, polys = [], [], [], [], [], [], []
         for i, d in enumerate(dicts):

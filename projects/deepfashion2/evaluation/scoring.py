@@ -143,7 +143,9 @@ def match_task(task: str, gt: GroundTruth, dets: Detections) -> TaskMatches:
     K = L.NUM_CATEGORIES
     det_img = gt.image_index(dets.image_id)
     if (det_img < 0).any():
-        raise ValueError(f"detections on images outside the split: {dets.image_id[det_img < 0][:5]}")
+        raise ValueError(
+            f"detections on images outside the split: {dets.image_id[det_img < 0][:5]}"
+        )
     # detections grouped by (image, category), best score first, ties in input order
     dkey = det_img * K + dets.category - 1
     order = np.lexsort((np.arange(len(dkey)), -dets.score, dkey))
@@ -160,7 +162,7 @@ def match_task(task: str, gt: GroundTruth, dets: Detections) -> TaskMatches:
     gkey_s = gkey[gorder]
     lo = np.searchsorted(gkey_s, groups, side="left")
     cnt = np.searchsorted(gkey_s, groups, side="right") - lo
-    M = int(cnt.max()) if len(cnt) else 0
+    M = max(int(cnt.max()) if len(cnt) else 0, 1)  # at least one (padding) column
     gt_table = -np.ones((len(groups), M), dtype=np.int64)
     rows = np.repeat(np.arange(len(groups)), cnt)
     cols = np.arange(cnt.sum()) - np.repeat(np.cumsum(cnt) - cnt, cnt)

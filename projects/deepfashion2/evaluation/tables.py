@@ -1,0 +1,72 @@
+"""
+The benchmark tables in the dataset README's layout: one row per metric, 13 columns (the 12
+subsets, then overall), values on 0-1 with three decimals; "-" marks a subset without items.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+from .scoring import subsets
+
+# (title, [(row label, task, metric)])
+TABLES = [
+    ("Clothes detection", [(m, "bbox", m) for m in ("AP", "AP50", "AP75")]),
+    (
+        "Landmark estimation",
+        [(f"{m} (visible)", "keypoints_vis", m) for m in ("AP", "AP50", "AP75")]
+        + [(f"{m} (visible + occluded)", "keypoints", m) for m in ("AP", "AP50", "AP75")],
+    ),
+    ("Clothes segmentation", [(m, "segm", m) for m in ("AP", "AP50", "AP75")]),
+]
+
+
+def columns() -> list[tuple[str, str]]:
+    """(header, key suffix) of the 13 columns; the suffix is "" for overall."""
+    cols = [(f"{a.replace('_', '-')} {v.replace('_', ' ')}", f"/{a}:{v}") for a, v in subsets()]
+    return cols + [("overall", "")]
+
+
+def _cell(v) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
+
+
+def markdown_tables(results: dict[str, dict[str, float]], scale: float = 100.0) -> str:
+    """Markdown of every table whose tasks are in ``results`` (values divided by ``scale``)."""
+    out = []
+    cols = columns()
+    for title, rows in TABLES:
+        rows = [r for r in rows if r[1] in results]
+        if not rows:
+            continue
+        out += [f"### {title}", ""]
+        out.append("| | " + " | ".join(h for h, _ in cols) + " |")
+        out.append("|---" * (len(cols) + 1) + "|")
+        for label, task, metric in rows:
+            vals = [results[task].get(metric + suffix) for _, suffix in cols]
+            vals = [v / scale if v is not None and not math.isnan(v) else v for v in vals]
+            out.append(f"| {label} | " + " | ".join(_cell(v) for v in vals) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def to_detectron2(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """0-1 AP -> Detectron2's 0-100 scale (NaN stays NaN)."""
+    return {t: {k: v * 100 for k, v in r.items()} for t, r in results.items()}
+
+
+def save(
+    results: dict[str, dict[str, float]], output_dir: str, prefix: str = "deepfashion2"
+) -> None:
+    """Write ``<prefix>_metrics.json`` (the results dict, NaN as null), ``<prefix>_tables.md``."""
+    os.makedirs(output_dir, exist_ok=True)
+    clean = {
+        t: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
+        for t, r in results.items()
+    }
+    with open(os.path.join(output_dir, f"{prefix}_metrics.json"), "w") as f:
+        json.dump(clean, f, indent=1)
+    with open(os.path.join(output_dir, f"{prefix}_tables.md"), "w") as f:
+        f.write(markdown_tables(results))
