@@ -84,16 +84,23 @@ def test_loss_decreases_and_eval_only_runs(tmp_path):
     assert [m["iteration"] for m in rows] == [19, 39]
     assert rows[1]["total_loss"] < 0.85 * rows[0]["total_loss"], rows
     assert rows[1]["loss_keypoint"] < rows[0]["loss_keypoint"]
+    assert rows[1]["loss_match"] < rows[0]["loss_match"]
     # --eval-only on the saved checkpoint: the DeepFashion2 evaluator, tables saved
     weights = str(tmp_path / "model_final.pth")
     res = run(
         ["--eval-only"] + tiny_opts(tmp_path / "eval", 40, "MODEL.WEIGHTS", weights, test=True)
     )
-    assert set(res) == {"bbox", "segm", "keypoints", "keypoints_vis"}
+    assert set(res) == {
+        "bbox", "segm", "keypoints", "keypoints_vis", "retrieval", "retrieval_gt_boxes"
+    }  # fmt: skip
+    assert set(res["retrieval"]) == {"top1", "top5", "top10", "top15", "top20"}
     assert "AP/occlusion:heavy" in res["keypoints"] and "AP75/viewpoint:frontal" in res["segm"]
     inference = tmp_path / "eval" / "inference"
     md = (inference / "deepfashion2_tables.md").read_text()
     assert "Landmark estimation" in md and "| AP (visible) |" in md
+    assert "| detected boxes |" in md and "| ground-truth boxes |" in md
+    submission = json.loads((inference / "retrieval_submission.json").read_text())
+    assert submission and len(submission[0]["gallery_image_id"]) <= 20
     saved = json.loads((inference / "deepfashion2_metrics.json").read_text())
     assert saved["bbox"]["AP"] == pytest.approx(res["bbox"]["AP"])
     boxes = json.loads((inference / "deepfashion2_results_bbox.json").read_text())

@@ -11,3 +11,34 @@ def add_deepfashion2_config(cfg: CN) -> None:
     cfg.DEEPFASHION2 = CN()
     # Lenient loading of the builtin splits: skip malformed items (counted and logged).
     cfg.DEEPFASHION2.LENIENT = False
+    # Batches of consumer + shop photos of the same garment when the matching head trains.
+    cfg.DEEPFASHION2.PAIR_SAMPLER = True
+
+    # Consumer-to-shop retrieval (MatchROIHeads + RetrievalEvaluator).
+    cfg.DEEPFASHION2.RETRIEVAL = CN()
+    # Detections per image used as queries / gallery items (best scores first), and the floor.
+    cfg.DEEPFASHION2.RETRIEVAL.MAX_PER_IMAGE = 10
+    cfg.DEEPFASHION2.RETRIEVAL.MIN_SCORE = 0.05
+    # Rank only gallery items predicted as the query's category.
+    cfg.DEEPFASHION2.RETRIEVAL.SAME_CATEGORY = True
+    # "exact", "faiss" or "auto" (FAISS above EXACT_MAX_GALLERY gallery items).
+    cfg.DEEPFASHION2.RETRIEVAL.INDEX = "auto"
+    cfg.DEEPFASHION2.RETRIEVAL.EXACT_MAX_GALLERY = 200_000
+    # Also score the ground-truth-box variant (embedding only, no detector) at evaluation.
+    cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES = True
+
+    # The matching head (MODEL.ROI_HEADS.NAME: MatchROIHeads, MODEL.MATCH_ON: True).
+    cfg.MODEL.MATCH_ON = False
+    cfg.MODEL.ROI_MATCH_HEAD = CN()
+    cfg.MODEL.ROI_MATCH_HEAD.NAME = "MatchEmbeddingHead"
+    cfg.MODEL.ROI_MATCH_HEAD.POOLER_RESOLUTION = 7
+    cfg.MODEL.ROI_MATCH_HEAD.POOLER_SAMPLING_RATIO = 0
+    cfg.MODEL.ROI_MATCH_HEAD.POOLER_TYPE = "ROIAlignV2"
+    cfg.MODEL.ROI_MATCH_HEAD.CONV_DIMS = [256, 256]
+    cfg.MODEL.ROI_MATCH_HEAD.NORM = ""
+    cfg.MODEL.ROI_MATCH_HEAD.FC_DIM = 1024
+    cfg.MODEL.ROI_MATCH_HEAD.EMBED_DIM = 256
+    cfg.MODEL.ROI_MATCH_HEAD.TEMPERATURE = 0.1
+    cfg.MODEL.ROI_MATCH_HEAD.LOSS_WEIGHT = 1.0
+    # Foreground RoIs of paired garments per image that the loss sees (random subset).
+    cfg.MODEL.ROI_MATCH_HEAD.MAX_ROIS_PER_IMAGE = 32

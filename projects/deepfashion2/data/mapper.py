@@ -10,7 +10,9 @@ the right sleeve of the same category.
 
 from __future__ import annotations
 
+import torch
 from detectron2.data import DatasetMapper
+from detectron2.data import detection_utils as utils
 
 from ..landmarks import expand_landmarks
 
@@ -27,11 +29,44 @@ def expand_annotation_landmarks(annotations: list[dict]) -> list[dict]:
     return out
 
 
+def match_id(pair_id: int, style: int) -> int:
+    """Garment identity for retrieval: (pair_id, style) when style > 0, else -1 (unpaired)."""
+    return pair_id * 1000 + style if style > 0 else -1
+
+
 class DeepFashion2Mapper(DatasetMapper):
-    """``DatasetMapper`` for DeepFashion2 dicts (compact landmarks)."""
+    """
+    ``DatasetMapper`` for DeepFashion2 dicts (compact landmarks). Training instances also get
+    ``gt_match_ids`` (the garment identity, see :func:`match_id`) for the matching head.
+    """
 
     def __call__(self, dataset_dict: dict) -> dict:
         if self.is_train and "annotations" in dataset_dict:  # test mode drops annotations
             dataset_dict = dict(dataset_dict)
             dataset_dict["annotations"] = expand_annotation_landmarks(dataset_dict["annotations"])
         return super().__call__(dataset_dict)
+
+    def _transform_annotations(self, dataset_dict, transforms, image_shape):
+        # The stock method with one addition: gt_match_ids, set before empty boxes are filtered.
+        for anno in dataset_dict["annotations"]:
+            if not self.use_instance_mask:
+                anno.pop("segmentation", None)
+            if not self.use_keypoint:
+                anno.pop("keypoints", None)
+        annos = [
+            utils.transform_instance_annotations(
+                obj, transforms, image_shape, keypoint_hflip_indices=self.keypoint_hflip_indices
+            )
+            for obj in dataset_dict.pop("annotations")
+            if obj.get("iscrowd", 0) == 0
+        ]
+        instances = utils.annotations_to_instances(
+            annos, image_shape, mask_format=self.instance_mask_format
+        )
+        pair_id = dataset_dict.get("pair_id", 0)
+        instances.gt_match_ids = torch.tensor(
+            [match_id(pair_id, a.get("style", 0)) for a in annos], dtype=torch.int64
+        )
+        if self.recompute_boxes:
+            instances.gt_boxes = instances.gt_masks.get_bounding_boxes()
+        dataset_dict["instances"] = utils.filter_empty_instances(instances)

@@ -12,10 +12,17 @@ from detectron2.data import (
     get_detection_dataset_dicts,
 )
 from detectron2.engine import DefaultTrainer
-from detectron2.evaluation import COCOEvaluator
+from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
+from detectron2.utils import comm
 
 from ..data.mapper import DeepFashion2Mapper
-from ..evaluation import DeepFashion2Evaluator
+from ..data.samplers import PairTrainingSampler
+from ..evaluation import (
+    DeepFashion2Evaluator,
+    GroundTruthBoxInference,
+    RetrievalEvaluator,
+    tables,
+)
 from . import launch as _launch  # noqa: F401  (CPU-safe create_ddp_model)
 
 
@@ -63,10 +70,25 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        mapper = DeepFashion2Mapper(cfg, is_train=True)
+        dicts = build_train_dataset_dicts(cfg)
+        if not (cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.PAIR_SAMPLER):
+            return build_detection_train_loader(cfg, mapper=mapper, dataset=dicts)
+        # the matching loss needs consumer/shop pairs inside each process's batch: blocks of
+        # the pair sampler are batches, so no aspect-ratio regrouping
+        per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        sampler = PairTrainingSampler(dicts, per_process)
+        logging.getLogger(__name__).info(
+            f"Pair sampling: {sampler.num_pairable_images} of {len(dicts)} images have a "
+            "consumer/shop partner."
+        )
         return build_detection_train_loader(
-            cfg,
-            mapper=DeepFashion2Mapper(cfg, is_train=True),
-            dataset=build_train_dataset_dicts(cfg),
+            dataset=dicts,
+            mapper=mapper,
+            sampler=sampler,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            aspect_ratio_grouping=False,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 
     @classmethod
@@ -82,7 +104,11 @@ class Trainer(DefaultTrainer):
         if meta.get("evaluator_type") == "deepfashion2":
             tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
             tasks += ("keypoints", "keypoints_vis") if cfg.MODEL.KEYPOINT_ON else ()
-            return DeepFashion2Evaluator(dataset_name, output_folder, tasks=tasks)
+            evaluator = DeepFashion2Evaluator(dataset_name, output_folder, tasks=tasks)
+            if not cfg.MODEL.MATCH_ON:
+                return evaluator
+            retrieval = RetrievalEvaluator.from_config(cfg, dataset_name, output_folder)
+            return DatasetEvaluators([evaluator, retrieval])
         # other datasets: the stock evaluator, given the config's OKS sigmas (the stock tool
         # does not pass them)
         return COCOEvaluator(
@@ -91,3 +117,38 @@ class Trainer(DefaultTrainer):
             output_dir=output_folder,
             kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
         )
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None):
+        """
+        The stock test, plus (matching head on, builtin evaluators) the ground-truth-box retrieval
+        variant, and all tables of a split saved together as ``deepfashion2_tables.md``.
+        """
+        results = super().test(cfg, model, evaluators)
+        if evaluators is not None or not cfg.DATASETS.TEST:
+            return results
+        per_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
+        for name in cfg.DATASETS.TEST:
+            if MetadataCatalog.get(name).get("evaluator_type") != "deepfashion2":
+                continue
+            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
+            res = per_dataset.get(name)
+            if res is None:
+                continue
+            if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES:
+                evaluator = RetrievalEvaluator.from_config(
+                    cfg, name, output_folder, gt_boxes=True
+                )
+                res.update(
+                    inference_on_dataset(
+                        GroundTruthBoxInference(model, name),
+                        cls.build_test_loader(cfg, name),
+                        evaluator,
+                    )
+                )
+            if comm.is_main_process() and res:
+                tables.save(res, output_folder)
+                logging.getLogger(__name__).info(
+                    f"DeepFashion2 benchmarks on {name}:\n" + tables.markdown_tables(res)
+                )
+        return results

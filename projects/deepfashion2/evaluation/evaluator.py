@@ -51,7 +51,7 @@ def instances_to_detections(instances: Instances, image_id: int) -> Detections:
         kp = instances.pred_keypoints.numpy().astype(np.float64).reshape(n, L.NUM_LANDMARKS, 3)
         predicted = (kp != 0).any(-1)
         kp[..., :2] -= 0.5 * predicted[..., None]
-        out._set_keypoints(kp.reshape(n, -1))
+        out._set_keypoints(kp.reshape(n, 3 * L.NUM_LANDMARKS))
     return out
 
 

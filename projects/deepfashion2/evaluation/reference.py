@@ -53,7 +53,7 @@ def reference_ap(coco_gt: COCO, results: list[dict], task: str, ignored_ann_ids=
     iou_type = "keypoints" if task.startswith("keypoints") else task
     with contextlib.redirect_stdout(io.StringIO()):
         if results:
-            coco_dt = coco_gt.loadRes(copy.deepcopy(results))
+            coco_dt = coco_gt.loadRes([dict(r) for r in results])  # loadRes adds fields
         else:  # loadRes cannot take an empty list
             coco_dt = COCO()
             coco_dt.dataset = {**coco_gt.dataset, "annotations": []}

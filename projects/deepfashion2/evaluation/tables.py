@@ -9,6 +9,7 @@ import json
 import math
 import os
 
+from .retrieval import TOPK
 from .scoring import subsets
 
 # (title, [(row label, task, metric)])
@@ -29,6 +30,9 @@ def columns() -> list[tuple[str, str]]:
     return cols + [("overall", "")]
 
 
+RETRIEVAL_ROWS = [("detected boxes", "retrieval"), ("ground-truth boxes", "retrieval_gt_boxes")]
+
+
 def _cell(v) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.3f}"
 
@@ -46,6 +50,16 @@ def markdown_tables(results: dict[str, dict[str, float]], scale: float = 100.0) 
         out.append("|---" * (len(cols) + 1) + "|")
         for label, task, metric in rows:
             vals = [results[task].get(metric + suffix) for _, suffix in cols]
+            vals = [v / scale if v is not None and not math.isnan(v) else v for v in vals]
+            out.append(f"| {label} | " + " | ".join(_cell(v) for v in vals) + " |")
+        out.append("")
+    rows = [(label, key) for label, key in RETRIEVAL_ROWS if key in results]
+    if rows:
+        out += ["### Consumer-to-shop clothes retrieval", ""]
+        out.append("| | " + " | ".join(f"top-{k}" for k in TOPK) + " |")
+        out.append("|---" * (len(TOPK) + 1) + "|")
+        for label, key in rows:
+            vals = [results[key].get(f"top{k}") for k in TOPK]
             vals = [v / scale if v is not None and not math.isnan(v) else v for v in vals]
             out.append(f"| {label} | " + " | ".join(_cell(v) for v in vals) + " |")
         out.append("")

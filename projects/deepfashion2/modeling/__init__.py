@@ -1,3 +1,18 @@
 from .keypoint_head import CategoryKeypointHead, category_keypoint_loss  # noqa: F401 (registers)
+from .match_head import (
+    ROI_MATCH_HEAD_REGISTRY,
+    MatchEmbeddingHead,
+    build_match_head,
+    cross_image_contrastive_loss,
+)
+from .roi_heads import MatchROIHeads
 
-__all__ = ["CategoryKeypointHead", "category_keypoint_loss"]
+__all__ = [
+    "CategoryKeypointHead",
+    "MatchEmbeddingHead",
+    "MatchROIHeads",
+    "ROI_MATCH_HEAD_REGISTRY",
+    "build_match_head",
+    "category_keypoint_loss",
+    "cross_image_contrastive_loss",
+]

@@ -1,0 +1,85 @@
+"""
+Gallery search behind one interface: exact inner-product search for small galleries, a FAISS
+inverted-file index for large ones (a validation gallery is ~37K items; a shop catalogue can hold
+millions). Embeddings are L2-normalised, so inner product = cosine similarity.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class GalleryIndex:
+    """
+    ``GalleryIndex(embeddings, kind="auto")``, then ``search(queries, k)`` -> (scores, ids), both
+    (Q, k), best first; ids index the gallery rows (-1 where the gallery has fewer than k items).
+
+    ``kind``: "exact" (blocked matrix product + top-k), "faiss" (``IndexIVFFlat``, inner product;
+    ``nlist`` cells, ``nprobe`` probed per query) or "auto" (exact up to ``exact_max`` items).
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        kind: str = "auto",
+        *,
+        exact_max: int = 200_000,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        seed: int = 0,
+    ):
+        emb = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if emb.ndim != 2:
+            raise ValueError(f"gallery embeddings must be (N, D), got {emb.shape}")
+        if kind == "auto":
+            kind = "exact" if len(emb) <= exact_max else "faiss"
+        if kind not in ("exact", "faiss"):
+            raise ValueError(f"unknown gallery index {kind!r}: 'exact', 'faiss' or 'auto'")
+        self.kind, self.size, self.dim = kind, len(emb), emb.shape[1]
+        if kind == "exact":
+            self._emb = torch.from_numpy(emb)
+        else:
+            self._index = _build_ivf(emb, nlist, nprobe, seed)
+
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
+        kk = min(k, self.size)
+        if kk == 0 or len(q) == 0:
+            scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        elif self.kind == "exact":
+            scores, ids = _exact(self._emb, torch.from_numpy(q), kk)
+        else:
+            scores, ids = self._index.search(q, kk)
+        if kk < k:  # pad like FAISS does
+            pad = k - kk
+            scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, pad)), constant_values=-1)
+        return scores, ids.astype(np.int64)
+
+
+def _exact(gallery: torch.Tensor, queries: torch.Tensor, k: int, block: int = 2048):
+    scores, ids = [], []
+    with torch.no_grad():
+        for s in range(0, len(queries), block):
+            v, i = torch.topk(queries[s : s + block] @ gallery.T, k, dim=1)
+            scores.append(v.numpy())
+            ids.append(i.numpy())
+    return np.concatenate(scores), np.concatenate(ids)
+
+
+def _build_ivf(emb: np.ndarray, nlist: int | None, nprobe: int | None, seed: int):
+    import faiss  # optional at import time: only large galleries need it
+
+    n, d = emb.shape
+    nlist = nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
+    quantizer = faiss.IndexFlatIP(d)
+    index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+    index.cp.seed = seed
+    # k-means on a sample: FAISS would subsample to 256 points per cell anyway
+    rng = np.random.default_rng(seed)
+    sample = emb[rng.choice(n, min(n, 64 * nlist), replace=False)] if n > 64 * nlist else emb
+    index.train(sample)
+    index.add(emb)
+    index.nprobe = nprobe or max(1, min(nlist, 32))
+    return index

@@ -1,0 +1,181 @@
+"""Detectron2 ``DatasetEvaluator`` for consumer-to-shop retrieval."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+from collections import OrderedDict
+
+import numpy as np
+import orjson
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator
+from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
+from torch import nn
+
+from . import tables
+from .groundtruth import GroundTruth
+from .retrieval import TOPK, ItemSet, RetrievalGroundTruth, rank, score_submission
+
+logger = logging.getLogger(__name__)
+
+
+class RetrievalEvaluator(DatasetEvaluator):
+    """
+    Consumer-to-shop retrieval on a DeepFashion2 split: detections (with ``pred_embeddings``) in
+    consumer images are the queries, detections in shop images the gallery; ranked by cosine
+    similarity and scored with the official protocol (:mod:`.retrieval`). Returns
+    ``{"retrieval": {"top1": ..., "top20": ...}}`` on 0-100 (``retrieval_gt_boxes`` with
+    ``gt_boxes=True``, for outputs of :class:`GroundTruthBoxInference`). With ``output_dir``,
+    writes the submission in the official JSON layout.
+    """
+
+    def __init__(
+        self,
+        dataset_name: str,
+        output_dir: str | None = None,
+        *,
+        max_per_image: int = 10,
+        min_score: float = 0.05,
+        same_category: bool = True,
+        index: str = "auto",
+        exact_max: int = 200_000,
+        gt_boxes: bool = False,
+        distributed: bool = True,
+    ):
+        self._name = dataset_name
+        self._output_dir = output_dir
+        self._max_per_image, self._min_score = max_per_image, min_score
+        self._rank_args = {"same_category": same_category, "index": index, "exact_max": exact_max}
+        self._gt_boxes = gt_boxes
+        self._distributed = distributed
+        self._key = "retrieval_gt_boxes" if gt_boxes else "retrieval"
+        self.reset()
+
+    @classmethod
+    def from_config(cls, cfg, dataset_name: str, output_dir: str | None = None, **kwargs):
+        r = cfg.DEEPFASHION2.RETRIEVAL
+        return cls(
+            dataset_name,
+            output_dir,
+            max_per_image=r.MAX_PER_IMAGE,
+            min_score=r.MIN_SCORE,
+            same_category=r.SAME_CATEGORY,
+            index=r.INDEX,
+            exact_max=r.EXACT_MAX_GALLERY,
+            **kwargs,
+        )
+
+    def reset(self):
+        self._items: list[tuple] = []
+
+    def process(self, inputs, outputs):
+        for inp, out in zip(inputs, outputs):
+            inst = out["instances"].to(torch.device("cpu"))
+            if not inst.has("pred_embeddings"):
+                raise ValueError(
+                    "RetrievalEvaluator needs 'pred_embeddings': use MatchROIHeads with "
+                    "MODEL.MATCH_ON=True"
+                )
+            if self._gt_boxes:
+                keep = torch.arange(len(inst))
+                scores = torch.ones(len(inst))
+            else:
+                scores = inst.scores
+                keep = torch.nonzero(scores >= self._min_score).squeeze(1)
+                keep = keep[torch.argsort(scores[keep], descending=True)][: self._max_per_image]
+            self._items.append(
+                (
+                    int(inp["image_id"]),
+                    inst.pred_boxes.tensor[keep].numpy().astype(np.float64),
+                    inst.pred_classes[keep].numpy().astype(np.int64) + 1,
+                    scores[keep].numpy().astype(np.float64),
+                    inst.pred_embeddings[keep].numpy().astype(np.float32),
+                    inst.gt_style[keep].numpy() if inst.has("gt_style") else None,
+                )
+            )
+
+    def evaluate(self):
+        items = self._items
+        if self._distributed:
+            comm.synchronize()
+            items = list(itertools.chain(*comm.gather(items, dst=0)))
+            if not comm.is_main_process():
+                return {}
+        gt = GroundTruth.from_dicts(DatasetCatalog.get(self._name))
+        shop = dict(zip(gt.image_ids.tolist(), (gt.sources == 1).tolist()))
+        q_parts, g_parts = [], []
+        for img, boxes, cls, scores, emb, style in items:
+            n = len(boxes)
+            part = (np.full(n, img), boxes, cls, scores, emb)
+            if shop.get(img, False):
+                g_parts.append(part)
+            elif style is None:
+                q_parts.append(part)
+            else:  # ground-truth boxes: only the paired consumer items are queries
+                q_parts.append(tuple(x[style > 0] for x in part))
+        queries, gallery = _item_set(q_parts), _item_set(g_parts)
+        sub = rank(queries, gallery, **self._rank_args)
+        if self._output_dir:
+            os.makedirs(self._output_dir, exist_ok=True)
+            path = os.path.join(self._output_dir, f"{self._key}_submission.json")
+            with open(path, "wb") as f:
+                f.write(orjson.dumps(sub.to_json()))
+        scores = score_submission(sub, RetrievalGroundTruth.from_groundtruth(gt))
+        logger.info(
+            f"Retrieval on {self._name} ({'ground-truth' if self._gt_boxes else 'detected'} "
+            f"boxes): {len(queries.image)} queries, {len(gallery.image)} gallery items, "
+            f"{scores['num_represented']}/{scores['num_queries']} ground-truth queries "
+            f"represented.\n" + tables.markdown_tables({self._key: scores}, 1.0)
+        )
+        res = {self._key: {f"top{k}": 100 * scores[f"top{k}"] for k in TOPK}}
+        if self._output_dir:
+            tables.save(res, self._output_dir, prefix=self._key)
+        return OrderedDict(res)
+
+
+def _item_set(parts: list[tuple]) -> ItemSet:
+    if not parts:
+        return ItemSet(
+            np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0),
+            np.zeros((0, 1), np.float32),
+        )  # fmt: skip
+    return ItemSet(*(np.concatenate([p[i] for p in parts]) for i in range(5)))
+
+
+class GroundTruthBoxInference(nn.Module):
+    """
+    Wraps a trained R-CNN so that ``inference_on_dataset`` runs its heads on the annotated boxes
+    of each image (Detectron2's ``detected_instances`` path) instead of detected ones: the
+    retrieval variant that isolates the embedding from the detector. Adds ``gt_style``.
+    """
+
+    def __init__(self, model: nn.Module, dataset_name: str):
+        super().__init__()
+        self.model = model.module if hasattr(model, "module") else model
+        self._gt = {}
+        for d in DatasetCatalog.get(dataset_name):
+            annos = d.get("annotations", ())
+            self._gt[d["image_id"]] = (
+                torch.tensor([a["bbox"] for a in annos], dtype=torch.float32).reshape(-1, 4),
+                torch.tensor([a["category_id"] for a in annos], dtype=torch.int64),
+                torch.tensor([a.get("style", 0) for a in annos], dtype=torch.int64),
+            )
+        MetadataCatalog.get(dataset_name)  # the split must be registered
+
+    def forward(self, inputs: list[dict]) -> list[dict]:
+        given = []
+        for x in inputs:
+            boxes, classes, style = self._gt[x["image_id"]]
+            h, w = x["image"].shape[-2:]
+            scale = torch.tensor([w / x["width"], h / x["height"]] * 2)
+            inst = Instances((h, w), pred_boxes=Boxes(boxes * scale), pred_classes=classes)
+            inst.gt_style = style
+            given.append(inst.to(self.model.device))
+        return self.model.inference(inputs, detected_instances=given)
+
+
+__all__ = ["RetrievalEvaluator", "GroundTruthBoxInference"]

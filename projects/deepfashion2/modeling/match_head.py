@@ -1,0 +1,148 @@
+"""
+The matching head for consumer-to-shop retrieval: an L2-normalised embedding of each RoI, trained so
+that the same garment (same ``pair_id`` and ``style > 0``) in different photos lands close together.
+"""
+
+from __future__ import annotations
+
+import torch
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, cat, get_norm
+from detectron2.structures import Instances
+from detectron2.utils.registry import Registry
+from torch import nn
+from torch.nn import functional as F
+
+ROI_MATCH_HEAD_REGISTRY = Registry("ROI_MATCH_HEAD")
+ROI_MATCH_HEAD_REGISTRY.__doc__ = """
+Registry for matching heads: RoI features (R, C, P, P) -> embeddings (R, E).
+The registered object is called with `obj(cfg, input_shape)`.
+"""
+
+
+def build_match_head(cfg, input_shape: ShapeSpec) -> nn.Module:
+    return ROI_MATCH_HEAD_REGISTRY.get(cfg.MODEL.ROI_MATCH_HEAD.NAME)(cfg, input_shape)
+
+
+def cross_image_contrastive_loss(
+    emb: torch.Tensor, ids: torch.Tensor, images: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """
+    Supervised contrastive loss across images.
+
+    Args:
+        emb: (R, E) L2-normalised embeddings.
+        ids: (R,) garment identity (>= 0) of each RoI.
+        images: (R,) index of the image each RoI comes from.
+    Positives of an anchor are RoIs of the same identity in *other* images (a consumer photo and a
+    shop photo of the garment); RoIs of the same identity in the same image are neither positives
+    nor negatives (they are the same item). Anchors without a positive do not contribute.
+    Returns the mean over anchors of -mean log p(positive), or None when there is no anchor.
+    """
+    same_id = ids[:, None] == ids[None, :]
+    same_img = images[:, None] == images[None, :]
+    pos = same_id & ~same_img
+    valid = ~(same_id & same_img)  # drops the anchor itself and its own item
+    anchors = pos.any(1)
+    if not bool(anchors.any()):
+        return None
+    logits = (emb @ emb.t()) / temperature
+    logits = logits.masked_fill(~valid, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    log_prob = log_prob.masked_fill(~pos, 0.0)
+    per_anchor = -log_prob.sum(1)[anchors] / pos.sum(1)[anchors]
+    return per_anchor.mean()
+
+
+@ROI_MATCH_HEAD_REGISTRY.register()
+class MatchEmbeddingHead(nn.Module):
+    """
+    Convs + FC on the pooled RoI features, projected to an L2-normalised embedding.
+    Training: a cross-image contrastive loss on foreground RoIs of paired garments.
+    Inference: sets ``pred_embeddings`` (R_i, E) on each image's instances.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        input_shape: ShapeSpec,
+        *,
+        conv_dims: list[int],
+        fc_dim: int,
+        embed_dim: int,
+        temperature: float = 0.1,
+        loss_weight: float = 1.0,
+        max_rois_per_image: int = 32,
+        conv_norm: str = "",
+    ):
+        super().__init__()
+        c = input_shape.channels
+        self.convs = nn.ModuleList()
+        for k, d in enumerate(conv_dims):
+            conv = Conv2d(
+                c, d, 3, padding=1, bias=not conv_norm, norm=get_norm(conv_norm, d), activation=F.relu
+            )
+            self.add_module(f"conv{k + 1}", conv)
+            self.convs.append(conv)
+            c = d
+        self.fc = nn.Linear(c * input_shape.height * input_shape.width, fc_dim)
+        self.embed = nn.Linear(fc_dim, embed_dim)
+        self.temperature = temperature
+        self.loss_weight = loss_weight
+        self.max_rois_per_image = max_rois_per_image
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_uniform_(m.weight, a=1)
+                if m.bias is not None:
+                    nn.init.constant_(m.bias, 0)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape):
+        mh = cfg.MODEL.ROI_MATCH_HEAD
+        return {
+            "input_shape": input_shape,
+            "conv_dims": list(mh.CONV_DIMS),
+            "fc_dim": mh.FC_DIM,
+            "embed_dim": mh.EMBED_DIM,
+            "temperature": mh.TEMPERATURE,
+            "loss_weight": mh.LOSS_WEIGHT,
+            "max_rois_per_image": mh.MAX_ROIS_PER_IMAGE,
+            "conv_norm": mh.NORM,
+        }
+
+    def embeddings(self, x: torch.Tensor) -> torch.Tensor:
+        """(R, C, P, P) -> (R, E), unit length."""
+        for conv in self.convs:
+            x = conv(x)
+        x = F.relu(self.fc(x.flatten(1)))
+        return F.normalize(self.embed(x), dim=1)
+
+    def forward(self, x: torch.Tensor, instances: list[Instances]):
+        """
+        Args:
+            x: (R, C, P, P) features of the RoIs of all images, in the order of ``instances``.
+            instances: training: the RoIs selected by :meth:`select_training_rois` with
+                ``gt_match_ids``; inference: detections with ``pred_boxes``.
+        """
+        emb = self.embeddings(x)
+        if not self.training:
+            for inst, e in zip(instances, emb.split([len(i) for i in instances])):
+                inst.pred_embeddings = e
+            return instances
+        ids = cat([i.gt_match_ids for i in instances])
+        images = cat([torch.full((len(i),), k, device=emb.device) for k, i in enumerate(instances)])
+        loss = cross_image_contrastive_loss(emb, ids, images, self.temperature)
+        if loss is None:  # no pair in this batch: keep every parameter in the graph (DDP)
+            loss = sum(p.sum() for p in self.parameters()) * 0.0
+        return {"loss_match": loss * self.loss_weight}
+
+    def select_training_rois(self, proposals: list[Instances]) -> list[Instances]:
+        """Foreground RoIs of paired garments (``gt_match_ids >= 0``), at most N per image."""
+        out = []
+        for p in proposals:
+            keep = torch.nonzero(p.gt_match_ids >= 0).squeeze(1)
+            if len(keep) > self.max_rois_per_image:
+                keep = keep[torch.randperm(len(keep), device=keep.device)]
+                keep = keep[: self.max_rois_per_image]
+            out.append(p[keep])
+        return out
