@@ -78,7 +78,9 @@ def main() -> None:
             cg = coco_gt_for_task(coco, task)
             results = sim["keypoints" if task.startswith("keypoints") else task]
             for sub in [None] + subsets():
-                ignored = [] if sub is None else (np.flatnonzero(~gt.subset_mask(*sub)) + 1).tolist()
+                ignored = (
+                    [] if sub is None else (np.flatnonzero(~gt.subset_mask(*sub)) + 1).tolist()
+                )
                 suffix = "" if sub is None else f"/{sub[0]}:{sub[1]}"
                 ref = reference_ap(cg, results, task, ignored)
                 for r, m in zip(ref, ("AP", "AP50", "AP75")):

@@ -121,11 +121,11 @@ def test_official_ground_truth_files_read(tmp_path):
     items = {}
     for e in g:
         items.setdefault((e["pair_id"], e["style"]), []).append(e)
-    sub = [
-        entry(e["query_image_id"], e["bbox"], e["cls"], 1.0,
-              [(x["gallery_image_id"], x["bbox"]) for x in items.get((e["pair_id"], e["style"]), [])][:20])
-        for e in q
-    ]  # fmt: skip
+    sub = []
+    for e in q:
+        hits = items.get((e["pair_id"], e["style"]), [])[:20]
+        answers = [(x["gallery_image_id"], x["bbox"]) for x in hits]
+        sub.append(entry(e["query_image_id"], e["bbox"], e["cls"], 1.0, answers))
     res = score_submission(Submission.from_json(sub, "perfect"), rgt)
     has_match = np.mean([(e["pair_id"], e["style"]) in items for e in q])
     assert res["top1"] == pytest.approx(has_match, abs=0.01)  # duplicates in one image aside
@@ -166,9 +166,7 @@ def test_pair_sampler_every_batch_holds_a_pair(synthetic_split):
     dicts = load_deepfashion2(synthetic_split + "/annos", synthetic_split + "/image")
     sampler = PairTrainingSampler(dicts, images_per_batch=3, seed=1)
     assert sampler.num_pairable_images > 0
-    ids = [
-        {(d["pair_id"], a["style"]) for a in d["annotations"] if a["style"] > 0} for d in dicts
-    ]
+    ids = [{(d["pair_id"], a["style"]) for a in d["annotations"] if a["style"] > 0} for d in dicts]
     it = iter(sampler)
     seen = set()
     for _ in range(50):
@@ -204,3 +202,72 @@ def test_contrastive_loss_prefers_matching_embeddings():
     lb = cross_image_contrastive_loss(bad, ids, images, 0.1)
     assert lg < 0.01 < lb
     assert cross_image_contrastive_loss(good, torch.tensor([1, 2, 3, 4]), images, 0.1) is None
+
+
+def test_tools_evaluate_scores_a_submission_against_a_split_or_official_files(
+    synthetic_split, tmp_path
+):
+    import importlib.util
+    import os
+
+    from deepfashion2.evaluation import GroundTruth
+
+    spec = importlib.util.spec_from_file_location(
+        "evaluate_tool", os.path.join(os.path.dirname(__file__), "..", "tools", "evaluate.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    annos, images = synthetic_split + "/annos", synthetic_split + "/image"
+    rgt = RetrievalGroundTruth.from_groundtruth(
+        GroundTruth.from_dicts(load_deepfashion2(annos, images))
+    )
+    assert rgt.num_queries > 3
+    # answer every other query with its own shop items, the rest with nothing
+    sub = []
+    for q in range(rgt.num_queries):
+        same = np.flatnonzero((rgt.g_pair == rgt.q_pair[q]) & (rgt.g_style == rgt.q_style[q]))
+        answers = [(int(rgt.g_image[j]), rgt.g_box[j].tolist()) for j in same] if q % 2 else []
+        sub.append(
+            entry(int(rgt.q_image[q]), rgt.q_box[q].tolist(), int(rgt.q_cls[q]), 1.0, answers)
+        )
+    answered = sum(
+        1
+        for q in range(rgt.num_queries)
+        if q % 2 and ((rgt.g_pair == rgt.q_pair[q]) & (rgt.g_style == rgt.q_style[q])).any()
+    )
+    path = tmp_path / "retrieval.json"
+    path.write_text(json.dumps(sub))
+    res = tool.main(["--anno-dir", annos, "--image-dir", images, "--results", str(path)])
+    assert res["retrieval"]["top1"] == pytest.approx(100 * answered / rgt.num_queries)
+    # the same against official-format ground-truth files, without the annotation folder
+    qf, gf = tmp_path / "q.json", tmp_path / "g.json"
+    cols = zip(rgt.q_image, rgt.q_box, rgt.q_cls, rgt.q_style, rgt.q_pair)
+    queries = [
+        {"query_image_id": int(i), "bbox": b.tolist(), "cls": int(c), "style": int(s)}
+        | {"pair_id": int(p)}
+        for i, b, c, s, p in cols
+    ]
+    qf.write_text(json.dumps(queries))
+    cols = zip(rgt.g_image, rgt.g_box, rgt.g_style, rgt.g_pair)
+    gallery = [
+        {"gallery_image_id": int(i), "bbox": b.tolist(), "style": int(s), "pair_id": int(p)}
+        for i, b, s, p in cols
+    ]
+    gf.write_text(json.dumps(gallery))
+    out = tmp_path / "m.json"
+    res2 = tool.main(
+        [
+            "--results",
+            str(path),
+            "--query-gt",
+            str(qf),
+            "--gallery-gt",
+            str(gf),
+            "--output-json",
+            str(out),
+        ]
+    )
+    assert res2["retrieval"] == res["retrieval"]
+    assert json.loads(out.read_text())["retrieval"]["top20"] == pytest.approx(
+        res["retrieval"]["top20"]
+    )

@@ -7,8 +7,11 @@ model, and print the dataset README's tables:
         --results boxes.json landmarks.json masks.json --output-json metrics.json
 
 Each file's kind is recognised from its content (``bbox`` / ``keypoints`` / ``segmentation``
-entries). ``--output-json`` writes the same results dict the Detectron2 evaluator returns
-(0-100, NaN as null); ``--output-dir`` also writes the tables as Markdown.
+entries, or a retrieval submission: ``query_image_id`` + ``gallery_image_id`` lists). A retrieval
+submission is scored against the split's annotations, or against the official retrieval
+ground truth with ``--query-gt val_query.json --gallery-gt val_gallery.json`` (then the annotation
+folder is not needed). ``--output-json`` writes the same results dict the Detectron2 evaluators
+return (0-100, NaN as null); ``--output-dir`` also writes the tables as Markdown.
 """
 
 from __future__ import annotations
@@ -20,29 +23,78 @@ import os
 import sys
 import time
 
+import orjson
+
 from deepfashion2.data import load_deepfashion2
-from deepfashion2.evaluation import GroundTruth, evaluate, tables
+from deepfashion2.evaluation import (
+    GroundTruth,
+    RetrievalGroundTruth,
+    Submission,
+    evaluate,
+    score_submission,
+    tables,
+)
 from deepfashion2.evaluation.detections import load_result_files
+from deepfashion2.evaluation.retrieval import TOPK
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--anno-dir", required=True, help="the split's annos/ folder")
-    p.add_argument("--image-dir", required=True, help="the split's image/ folder (image sizes)")
+    p.add_argument("--anno-dir", help="the split's annos/ folder")
+    p.add_argument("--image-dir", help="the split's image/ folder (image sizes)")
     p.add_argument("--results", nargs="+", required=True, help="official result JSON files")
+    p.add_argument("--query-gt", help="official retrieval query ground truth (JSON list)")
+    p.add_argument("--gallery-gt", help="official retrieval gallery ground truth (JSON list)")
     p.add_argument("--output-json", help="write the results dict here")
     p.add_argument("--output-dir", help="write deepfashion2_{metrics.json,tables.md} here")
     return p.parse_args(argv)
 
 
+def _read(path: str):
+    with open(path, "rb") as f:
+        return orjson.loads(f.read())
+
+
+def is_retrieval_submission(entries) -> bool:
+    return (
+        bool(entries)
+        and isinstance(entries, list)
+        and isinstance(entries[0], dict)
+        and ("query_image_id" in entries[0] and "gallery_image_id" in entries[0])
+    )
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     start = time.perf_counter()
-    gt = GroundTruth.from_dicts(load_deepfashion2(args.anno_dir, args.image_dir))
-    dets = load_result_files(args.results, gt)
-    results = tables.to_detectron2(evaluate(gt, dets))
+    retrieval = [p for p in args.results if is_retrieval_submission(_read(p))]
+    detection = [p for p in args.results if p not in retrieval]
+    if len(retrieval) > 1:
+        raise SystemExit(f"more than one retrieval submission: {retrieval}")
+    if bool(args.query_gt) != bool(args.gallery_gt):
+        raise SystemExit("--query-gt and --gallery-gt go together")
+    need_split = detection or (retrieval and not args.query_gt)
+    if need_split and not (args.anno_dir and args.image_dir):
+        raise SystemExit("--anno-dir and --image-dir are needed for these results")
+    gt = (
+        GroundTruth.from_dicts(load_deepfashion2(args.anno_dir, args.image_dir))
+        if need_split
+        else None
+    )
+    results = (
+        tables.to_detectron2(evaluate(gt, load_result_files(detection, gt))) if detection else {}
+    )
+    if retrieval:
+        if args.query_gt:
+            rgt = RetrievalGroundTruth.from_official(
+                _read(args.query_gt), _read(args.gallery_gt), args.query_gt, args.gallery_gt
+            )
+        else:
+            rgt = RetrievalGroundTruth.from_groundtruth(gt)
+        scores = score_submission(Submission.from_json(_read(retrieval[0]), retrieval[0]), rgt)
+        results["retrieval"] = {f"top{k}": 100 * scores[f"top{k}"] for k in TOPK}
     print(tables.markdown_tables(results))
-    print(f"({gt.num_items} items, {time.perf_counter() - start:.1f} s)", file=sys.stderr)
+    print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     if args.output_json:
         clean = {
             t: {k: None if math.isnan(v) else v for k, v in r.items()} for t, r in results.items()

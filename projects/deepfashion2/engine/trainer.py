@@ -136,9 +136,7 @@ class Trainer(DefaultTrainer):
             if res is None:
                 continue
             if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES:
-                evaluator = RetrievalEvaluator.from_config(
-                    cfg, name, output_folder, gt_boxes=True
-                )
+                evaluator = RetrievalEvaluator.from_config(cfg, name, output_folder, gt_boxes=True)
                 res.update(
                     inference_on_dataset(
                         GroundTruthBoxInference(model, name),

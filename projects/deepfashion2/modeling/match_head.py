@@ -80,7 +80,13 @@ class MatchEmbeddingHead(nn.Module):
         self.convs = nn.ModuleList()
         for k, d in enumerate(conv_dims):
             conv = Conv2d(
-                c, d, 3, padding=1, bias=not conv_norm, norm=get_norm(conv_norm, d), activation=F.relu
+                c,
+                d,
+                3,
+                padding=1,
+                bias=not conv_norm,
+                norm=get_norm(conv_norm, d),
+                activation=F.relu,
             )
             self.add_module(f"conv{k + 1}", conv)
             self.convs.append(conv)

@@ -56,7 +56,9 @@ class MatchROIHeads(StandardROIHeads):
             pooler_type=mh.POOLER_TYPE,
         )
         channels = input_shape[in_features[0]].channels
-        shape = ShapeSpec(channels=channels, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION)
+        shape = ShapeSpec(
+            channels=channels, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION
+        )
         return {
             "match_in_features": in_features,
             "match_pooler": pooler,
