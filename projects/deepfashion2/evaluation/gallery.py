@@ -72,7 +72,7 @@ def _build_ivf(emb: np.ndarray, nlist: int | None, nprobe: int | None, seed: int
     import faiss  # optional at import time: only large galleries need it
 
     n, d = emb.shape
-    nlist = nlist or int(max(1, min(4 * np.sqrt(n), n // 39)))
+    nlist = nlist or int(max(1, min(np.sqrt(n), n // 39)))  # ~sqrt(n) cells, >= 39 points each
     quantizer = faiss.IndexFlatIP(d)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
     index.cp.seed = seed
