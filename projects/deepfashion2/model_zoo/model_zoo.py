@@ -1,0 +1,78 @@
+"""Names -> configs and checkpoints (see MODEL_ZOO.md)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.modeling import build_model
+
+from ..config import add_deepfashion2_config
+
+# name -> published checkpoint: file under the base URL and its sha256. Filled in by
+# tools/export_model.py's output when a model is released.
+CHECKPOINTS: dict[str, dict[str, str]] = {}
+
+CONFIGS = {
+    "DeepFashion2/Mini-CPU": "Mini-CPU.yaml",
+    "DeepFashion2/mask_rcnn_landmarks_R_50_FPN_1x": "mask_rcnn_landmarks_R_50_FPN_1x.yaml",
+    "DeepFashion2/mask_rcnn_landmarks_R_50_FPN_3x": "mask_rcnn_landmarks_R_50_FPN_3x.yaml",
+}
+
+
+def _config_dirs() -> list[str]:
+    here = os.path.dirname(os.path.abspath(__file__))
+    return [
+        os.path.join(here, "configs"),  # installed package (setup.py copies them)
+        os.path.normpath(os.path.join(here, "..", "..", "..", "configs")),  # source checkout
+    ]
+
+
+def _name(name: str) -> str:
+    name = name[:-5] if name.endswith(".yaml") else name
+    return name if name.startswith("DeepFashion2/") else "DeepFashion2/" + name
+
+
+def get_config_file(name: str) -> str:
+    """Path of a model-zoo config, e.g. ``DeepFashion2/mask_rcnn_landmarks_R_50_FPN_1x``."""
+    key = _name(name)
+    if key not in CONFIGS:
+        raise KeyError(f"{name!r} is not in the DeepFashion2 model zoo; known: {sorted(CONFIGS)}")
+    for d in _config_dirs():
+        path = os.path.join(d, CONFIGS[key])
+        if os.path.exists(path):
+            return path
+    raise FileNotFoundError(f"config {CONFIGS[key]} not found in {_config_dirs()}")
+
+
+def get_checkpoint_url(name: str) -> str:
+    """``deepfashion2://<file>`` of a published checkpoint."""
+    key = _name(name)
+    if key not in CHECKPOINTS:
+        published = sorted(CHECKPOINTS) or "none yet"
+        raise KeyError(f"no published checkpoint for {name!r} (published: {published})")
+    return "deepfashion2://" + CHECKPOINTS[key]["file"]
+
+
+def get_config(name: str, trained: bool = False) -> CfgNode:
+    """The config (with the DeepFashion2 keys); ``trained=True`` sets ``MODEL.WEIGHTS``."""
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(get_config_file(name))
+    if trained:
+        cfg.MODEL.WEIGHTS = get_checkpoint_url(name)
+    return cfg
+
+
+def get(name: str, trained: bool = False, device: str | None = None) -> torch.nn.Module:
+    """A model built from the model-zoo config, with its published weights if ``trained``."""
+    cfg = get_config(name, trained)
+    if device is not None:
+        cfg.MODEL.DEVICE = device
+    elif not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg)
+    DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model

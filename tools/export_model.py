@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""
+Export a trained checkpoint for sharing, model-zoo style:
+
+    python tools/export_model.py --config-file configs/Mini-CPU.yaml \
+        --weights output/demo/model_final.pth --name Mini-CPU --output release/ \
+        [--metrics output/demo/metrics.json]
+
+Writes ``<name>.pth`` (model weights only: no optimizer, scheduler or iteration), ``<name>.yaml``
+(the full config), ``<name>.metrics.json`` (if given), ``<name>.pth.sha256``, and prints the
+sha256 and the MODEL_ZOO.md row. Upload the folder's files to the model-zoo base URL; they are
+then loadable as ``deepfashion2://<name>.pth``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+
+import torch
+from detectron2.config import get_cfg
+
+from deepfashion2 import add_deepfashion2_config
+from deepfashion2.model_zoo import sha256_of
+
+
+def _ap(metrics: dict, task: str, key: str = "AP") -> str:
+    v = metrics.get(task, {}).get(key)
+    return "-" if v is None else f"{v:.1f}"
+
+
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--weights", required=True, help="a checkpoint written by the trainer")
+    p.add_argument("--name", required=True, help="file stem of the release, e.g. Mini-CPU")
+    p.add_argument("--output", required=True)
+    p.add_argument("--metrics", help="a results JSON (task -> metrics, 0-100)")
+    p.add_argument("--schedule", default="", help="for the table, e.g. 1x")
+    args = p.parse_args(argv)
+
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    ckpt = torch.load(args.weights, map_location="cpu", weights_only=True)
+    model = ckpt.get("model", ckpt)
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise SystemExit(f"{args.weights}: no model state_dict in the checkpoint")
+    os.makedirs(args.output, exist_ok=True)
+    pth = os.path.join(args.output, args.name + ".pth")
+    torch.save({"model": model, "__author__": "deepfashion2"}, pth)
+    with open(os.path.join(args.output, args.name + ".yaml"), "w") as f:
+        f.write(cfg.dump())
+    metrics = {}
+    if args.metrics:
+        with open(args.metrics) as f:
+            metrics = json.load(f)
+        shutil.copyfile(args.metrics, os.path.join(args.output, args.name + ".metrics.json"))
+    digest = sha256_of(pth)
+    with open(pth + ".sha256", "w") as f:
+        f.write(f"{digest}  {args.name}.pth\n")
+    retrieval = metrics.get("retrieval", {})
+    row = (
+        f"| {args.name} | {os.path.basename(args.config_file)} | {args.schedule or '-'} "
+        f"| {_ap(metrics, 'bbox')} | {_ap(metrics, 'segm')} | {_ap(metrics, 'keypoints_vis')} "
+        f"| {_ap(metrics, 'keypoints')} | {_ap({'r': retrieval}, 'r', 'top1')} "
+        f"| {_ap({'r': retrieval}, 'r', 'top20')} | `deepfashion2://{args.name}.pth` "
+        f"| `{digest}` |"
+    )
+    print(f"sha256: {digest}")
+    print(row)
+    return row
+
+
+if __name__ == "__main__":
+    main()
