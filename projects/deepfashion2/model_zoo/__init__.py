@@ -10,7 +10,7 @@ Checkpoints are named ``deepfashion2://<file>``; the prefix resolves against
 verified against its sha256 before use (see :mod:`.handler`).
 """
 
-from .handler import DEFAULT_BASE_URL, DeepFashion2Handler, ChecksumError, sha256_of
+from .handler import DEFAULT_BASE_URL, ChecksumError, DeepFashion2Handler, sha256_of
 from .model_zoo import (
     CHECKPOINTS,
     get,
