@@ -84,3 +84,27 @@ def save(
         json.dump(clean, f, indent=1)
     with open(os.path.join(output_dir, f"{prefix}_tables.md"), "w") as f:
         f.write(markdown_tables(results))
+
+
+def table_dict(results: dict[str, dict[str, float]], scale: float = 100.0) -> dict:
+    """The tables as data: {title: {row: {column: value on 0-1 or None}}}."""
+    out: dict = {}
+    cols = columns()
+    for title, rows in TABLES:
+        rows = [r for r in rows if r[1] in results]
+        if rows:
+            out[title] = {
+                label: {h: _scaled(results[task].get(metric + sfx), scale) for h, sfx in cols}
+                for label, task, metric in rows
+            }
+    rows = [(label, key) for label, key in RETRIEVAL_ROWS if key in results]
+    if rows:
+        out["Consumer-to-shop clothes retrieval"] = {
+            label: {f"top-{k}": _scaled(results[key].get(f"top{k}"), scale) for k in TOPK}
+            for label, key in rows
+        }
+    return out
+
+
+def _scaled(v, scale: float):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v / scale

@@ -1,0 +1,84 @@
+"""
+Chance levels of the four benchmarks on a split, to read a model's numbers against: what a
+predictor without any knowledge of the images scores.
+
+- detection, segmentation, landmarks: ``per_image`` random boxes per image (uniform position and
+  size, uniform category, uniform score), filled-box masks, landmarks uniform in the box; scored
+  by the same core (the mean over ``trials`` seeds).
+- retrieval: the expected top-k accuracy of a uniformly random ranking of the ground-truth shop
+  items of the query's category (the demo ranks within the predicted category), computed exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pycocotools import mask as mask_util
+
+from .. import landmarks as L
+from .detections import Detections
+from .groundtruth import GroundTruth
+from .retrieval import TOPK
+from .scoring import TASKS, evaluate
+
+
+def random_detections(gt: GroundTruth, per_image: int, rng: np.random.Generator) -> Detections:
+    n = len(gt.image_ids) * per_image
+    img = np.repeat(np.arange(len(gt.image_ids)), per_image)
+    h, w = gt.heights[img].astype(float), gt.widths[img].astype(float)
+    bw, bh = rng.uniform(0.05, 1, n) * w, rng.uniform(0.05, 1, n) * h
+    x, y = rng.uniform(0, 1, n) * (w - bw), rng.uniform(0, 1, n) * (h - bh)
+    cat = rng.integers(1, L.NUM_CATEGORIES + 1, n)
+    dets = Detections(gt.image_ids[img], cat, rng.random(n), boxes=np.stack([x, y, bw, bh], 1))
+    dets.masks = [
+        mask_util.merge(
+            mask_util.frPyObjects(
+                [[x0, y0, x0 + a, y0, x0 + a, y0 + b, x0, y0 + b]], int(hh), int(ww)
+            )
+        )
+        for x0, y0, a, b, hh, ww in zip(x, y, bw, bh, h, w)
+    ]
+    counts = L.LANDMARK_COUNT[cat - 1]
+    dets.kp_ptr = np.r_[0, np.cumsum(counts)]
+    rows = np.repeat(np.arange(n), counts)
+    kp = np.zeros((int(counts.sum()), 3))
+    kp[:, 0] = x[rows] + rng.random(len(rows)) * bw[rows]
+    kp[:, 1] = y[rows] + rng.random(len(rows)) * bh[rows]
+    kp[:, 2] = 1
+    dets.keypoints = kp
+    return dets
+
+
+def detection_chance(
+    gt: GroundTruth, per_image: int = 10, trials: int = 3, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Overall AP / AP50 / AP75 (0-1) of random predictions, per task."""
+    rng = np.random.default_rng(seed)
+    runs = []
+    for _ in range(trials):
+        dets = random_detections(gt, per_image, rng)
+        runs.append(evaluate(gt, {t: dets for t in TASKS}))
+    return {
+        t: {m: float(np.nanmean([r[t][m] for r in runs])) for m in ("AP", "AP50", "AP75")}
+        for t in TASKS
+    }
+
+
+def retrieval_chance(gt: GroundTruth) -> dict[str, float]:
+    """Expected top-k (0-1) of a random ranking within the query's category (ground truth)."""
+    from .retrieval import RetrievalGroundTruth
+
+    rgt = RetrievalGroundTruth.from_groundtruth(gt)
+    shop = gt.sources[gt.image] == 1
+    pair = gt.pair_ids[gt.image]
+    out = {f"top{k}": 0.0 for k in TOPK}
+    if not rgt.num_queries:
+        return {k: float("nan") for k in out}
+    for q in range(rgt.num_queries):
+        in_cat = shop & (gt.category == rgt.q_cls[q])
+        G = int(in_cat.sum())
+        m = int((in_cat & (pair == rgt.q_pair[q]) & (gt.style == rgt.q_style[q])).sum())
+        for k in TOPK:
+            # P(no correct item among the first k of a random order) = C(G-m, k) / C(G, k)
+            miss = np.prod([(G - m - i) / (G - i) for i in range(min(k, G))]) if G else 1.0
+            out[f"top{k}"] += (1 - max(miss, 0.0)) / rgt.num_queries
+    return out

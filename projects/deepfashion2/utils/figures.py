@@ -1,0 +1,120 @@
+"""The demo's figures: per-subset AP bars, prediction drawings, a retrieval strip."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from PIL import Image
+
+from ..evaluation.scoring import subsets
+from ..evaluation.tables import columns
+
+_TASK_LABELS = {
+    "bbox": "detection",
+    "segm": "segmentation",
+    "keypoints_vis": "landmarks (visible)",
+    "keypoints": "landmarks (vis. + occ.)",
+}
+
+
+def plot_subset_ap(results: dict, path: str, chance: dict | None = None) -> None:
+    """Grouped bars of AP (0-1) per column (12 subsets + overall), one colour per task."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = columns()
+    tasks = [t for t in _TASK_LABELS if t in results]
+    fig, ax = plt.subplots(figsize=(13, 4.2), dpi=100)
+    width = 0.8 / max(len(tasks), 1)
+    x = np.arange(len(cols))
+    for i, t in enumerate(tasks):
+        vals = [results[t].get("AP" + suffix) for _, suffix in cols]
+        vals = [np.nan if v is None else v / 100 for v in vals]
+        ax.bar(x + (i - (len(tasks) - 1) / 2) * width, vals, width, label=_TASK_LABELS[t])
+        if chance and t in chance:
+            ax.axhline(chance[t]["AP"], color=f"C{i}", lw=0.8, ls=":")
+    ax.set_xticks(x, [h.replace(" ", "\n", 1) for h, _ in cols], fontsize=8)
+    ax.set_ylabel("AP")
+    ax.set_ylim(0, 1)
+    ax.set_title("AP per subset (dotted: chance)")
+    ax.legend(fontsize=8, ncol=4, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    assert len(subsets()) == len(cols) - 1
+
+
+def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int = 5) -> bool:
+    """
+    The query with the most informative ranking (a hit within ``top`` if there is one) and its
+    top ``top`` shop results, hits framed green. Returns False when nothing could be drawn.
+    """
+    from ..evaluation.groundtruth import GroundTruth
+    from ..evaluation.retrieval import RetrievalGroundTruth, Submission, box_iou
+    from .visualizer import retrieval_strip
+
+    if not submission:
+        return False
+    gt = GroundTruth.from_dicts(gt_dicts)
+    rgt = RetrievalGroundTruth.from_groundtruth(gt)
+    sub = Submission.from_json(submission, "submission")
+    files = {d["image_id"]: d["file_name"] for d in gt_dicts}
+    best, best_hits = None, -1
+    for s in range(len(sub)):
+        qi = np.flatnonzero(rgt.q_image == sub.query_image[s])
+        if not len(qi):
+            continue
+        q = qi[np.argmax(box_iou(sub.query_box[s], rgt.q_box[qi])[0])]
+        hits = []
+        for r in range(top):
+            img = sub.gallery_image[s, r]
+            ok = (
+                (rgt.g_image == img)
+                & (rgt.g_pair == rgt.q_pair[q])
+                & (rgt.g_style == rgt.q_style[q])
+            )
+            hit = bool(ok.any() and (box_iou(sub.gallery_box[s, r], rgt.g_box[ok]) >= 0.5).any())
+            hits.append(hit if img >= 0 else None)
+        score = sum(bool(h) for h in hits) + (2 if hits[0] else 0)
+        if score > best_hits:
+            best, best_hits = (s, hits), score
+    if best is None:
+        return False
+    s, hits = best
+    results = [
+        (Image.open(files[int(sub.gallery_image[s, r])]), sub.gallery_box[s, r], bool(hits[r]))
+        for r in range(top)
+        if hits[r] is not None
+    ]
+    query = Image.open(files[int(sub.query_image[s])])
+    retrieval_strip(query, sub.query_box[s], results).save(path)
+    return True
+
+
+def draw_predictions(cfg, dicts: list, out_dir: str, num: int = 4, scale: float = 3.0) -> list:
+    """Drawings of the predictions of ``cfg`` (``MODEL.WEIGHTS`` set) on ``num`` images."""
+    from detectron2.data import MetadataCatalog
+    from detectron2.data.detection_utils import read_image
+    from detectron2.engine import DefaultPredictor
+
+    from ..data.builtin import deepfashion2_metadata
+    from .visualizer import DeepFashion2Visualizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5
+    predictor = DefaultPredictor(cfg)
+    meta = MetadataCatalog.get("deepfashion2_demo_drawing").set(**deepfashion2_metadata())
+    paths = []
+    for d in [d for d in dicts if d.get("annotations")][:num]:
+        image = read_image(d["file_name"], format="BGR")
+        inst = predictor(image)["instances"].to("cpu")
+        vis = DeepFashion2Visualizer(image[:, :, ::-1], meta, scale=scale)
+        name = os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png"
+        vis.draw_instance_predictions(inst).save(os.path.join(out_dir, name))
+        paths.append(os.path.join(out_dir, name))
+    return paths
