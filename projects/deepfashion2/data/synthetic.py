@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -337,7 +338,8 @@ def generate_split(
         pair_id += 1
         cats = _outfit(rng)
         looks = [_look(rng) for _ in cats]
-        styles = [int(s) for s in rng.integers(1, 3, len(cats))]
+        # distinct styles within an outfit: (pair_id, style) names one garment
+        styles = [int(s) for s in rng.permutation(len(cats)) + 1]
         n = min(images_per_pair, num_images - written)
         sources = ["shop" if rng.random() < shop_fraction else "user" for _ in range(n)]
         if n > 1:  # every group has both sides, so every paired style has a match
@@ -361,6 +363,8 @@ def generate_split(
 
 
 MINI_SPLITS = {"train": (400, 0), "validation": (120, 1)}  # images, seed offset
+# Bumped whenever the generator's output changes, so stale embedded sets are regenerated.
+GENERATOR_VERSION = 2
 
 
 def mini_root() -> str:
@@ -375,10 +379,14 @@ def ensure_mini_split(split: str, root: str | None = None, seed: int = 2019) -> 
     root = root or mini_root()
     out = os.path.join(root, split)
     done = os.path.join(out, ".complete")
-    if not os.path.exists(done):
+    stamp = f"generator {GENERATOR_VERSION} seed {seed}"
+    if not os.path.exists(done) or open(done).read() != stamp:
         num, offset = MINI_SPLITS[split]
+        for sub in ("image", "annos"):  # a set from an older generator is replaced
+            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
         generate_split(out, num, seed + offset, first_id=1 + 100000 * offset)
-        open(done, "w").close()
+        with open(done, "w") as f:
+            f.write(stamp)
     return out
 
 

@@ -6,7 +6,7 @@ predictor without any knowledge of the images scores.
   size, uniform category, uniform score), filled-box masks, landmarks uniform in the box; scored
   by the same core (the mean over ``trials`` seeds).
 - retrieval: the expected top-k accuracy of a uniformly random ranking of the ground-truth shop
-  items of the query's category (the demo ranks within the predicted category), computed exactly.
+  items (of the whole gallery, or of the query's category only), computed exactly.
 """
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def detection_chance(
     }
 
 
-def retrieval_chance(gt: GroundTruth) -> dict[str, float]:
-    """Expected top-k (0-1) of a random ranking within the query's category (ground truth)."""
+def retrieval_chance(gt: GroundTruth, within_category: bool = False) -> dict[str, float]:
+    """Expected top-k (0-1) of a random ranking of the shop items (of the query's category)."""
     from .retrieval import RetrievalGroundTruth
 
     rgt = RetrievalGroundTruth.from_groundtruth(gt)
@@ -74,7 +74,7 @@ def retrieval_chance(gt: GroundTruth) -> dict[str, float]:
     if not rgt.num_queries:
         return {k: float("nan") for k in out}
     for q in range(rgt.num_queries):
-        in_cat = shop & (gt.category == rgt.q_cls[q])
+        in_cat = shop & (gt.category == rgt.q_cls[q]) if within_category else shop
         G = int(in_cat.sum())
         m = int((in_cat & (pair == rgt.q_pair[q]) & (gt.style == rgt.q_style[q])).sum())
         for k in TOPK:

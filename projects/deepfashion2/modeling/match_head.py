@@ -26,31 +26,32 @@ def build_match_head(cfg, input_shape: ShapeSpec) -> nn.Module:
 
 def cross_image_contrastive_loss(
     emb: torch.Tensor, ids: torch.Tensor, images: torch.Tensor, temperature: float
-) -> torch.Tensor:
+) -> torch.Tensor | None:
     """
-    Supervised contrastive loss across images.
+    Contrastive loss across images (InfoNCE per positive pair).
 
     Args:
         emb: (R, E) L2-normalised embeddings.
         ids: (R,) garment identity (>= 0) of each RoI.
         images: (R,) index of the image each RoI comes from.
     Positives of an anchor are RoIs of the same identity in *other* images (a consumer photo and a
-    shop photo of the garment); RoIs of the same identity in the same image are neither positives
-    nor negatives (they are the same item). Anchors without a positive do not contribute.
-    Returns the mean over anchors of -mean log p(positive), or None when there is no anchor.
+    shop photo of the garment); negatives are RoIs of other identities; RoIs of the same identity
+    in the same image are neither (they are the same item). Each (anchor, positive) pair costs
+    ``-log(e^s_p / (e^s_p + sum_n e^s_n))``, so the loss goes to 0 once every positive beats every
+    negative by a margin, however many positives an anchor has. Returns the mean over anchors of
+    the mean over their positives, or None when no anchor has a positive.
     """
     same_id = ids[:, None] == ids[None, :]
     same_img = images[:, None] == images[None, :]
     pos = same_id & ~same_img
-    valid = ~(same_id & same_img)  # drops the anchor itself and its own item
     anchors = pos.any(1)
     if not bool(anchors.any()):
         return None
-    logits = (emb @ emb.t()) / temperature
-    logits = logits.masked_fill(~valid, float("-inf"))
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    log_prob = log_prob.masked_fill(~pos, 0.0)
-    per_anchor = -log_prob.sum(1)[anchors] / pos.sum(1)[anchors]
+    sim = (emb @ emb.t()) / temperature
+    neg_lse = torch.logsumexp(sim.masked_fill(same_id, float("-inf")), dim=1, keepdim=True)
+    pair_loss = F.softplus(neg_lse - sim)  # -log(e^p / (e^p + sum e^n)); inf-safe if no negative
+    pair_loss = pair_loss.masked_fill(~pos, 0.0)
+    per_anchor = pair_loss.sum(1)[anchors] / pos.sum(1)[anchors]
     return per_anchor.mean()
 
 

@@ -94,7 +94,9 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
     return True
 
 
-def draw_predictions(cfg, dicts: list, out_dir: str, num: int = 4, scale: float = 3.0) -> list:
+def draw_predictions(
+    cfg, dicts: list, out_dir: str, num: int = 4, scale: float = 3.0, score_thresh: float = 0.5
+) -> list:
     """Drawings of the predictions of ``cfg`` (``MODEL.WEIGHTS`` set) on ``num`` images."""
     from detectron2.data import MetadataCatalog
     from detectron2.data.detection_utils import read_image
@@ -106,7 +108,7 @@ def draw_predictions(cfg, dicts: list, out_dir: str, num: int = 4, scale: float 
     os.makedirs(out_dir, exist_ok=True)
     cfg = cfg.clone()
     cfg.defrost()
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.5
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
     predictor = DefaultPredictor(cfg)
     meta = MetadataCatalog.get("deepfashion2_demo_drawing").set(**deepfashion2_metadata())
     paths = []

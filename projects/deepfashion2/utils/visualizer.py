@@ -84,7 +84,8 @@ def retrieval_strip(
     tiles = [(query, query_box, None)] + list(results)
     for k, (img, box, hit) in enumerate(tiles):
         crop = img.crop(tuple(int(round(v)) for v in box)).convert("RGB")
-        crop.thumbnail((size - 6, size - 6))
+        f = (size - 8) / max(crop.width, crop.height, 1)  # fill the tile, up or down
+        crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))))
         x = pad + k * (size + pad)
         colour = (40, 40, 200) if hit is None else ((30, 170, 60) if hit else (210, 40, 40))
         ImageDraw.Draw(strip).rectangle(
