@@ -41,3 +41,21 @@ def test_short_demo_leaves_every_output(tmp_path):
         assert os.path.getsize(os.path.join(out, f)) > 0, f
     assert len(metrics["figures"]["predictions"]) == 2
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+
+
+def test_real_dataset_folder_is_registered_by_split(tmp_path, synthetic_split):
+    import shutil
+
+    import pytest
+    from detectron2.data import DatasetCatalog
+
+    from deepfashion2.engine.demo import _register
+
+    root = tmp_path / "df2"
+    shutil.copytree(synthetic_split, root / "train")
+    with pytest.raises(SystemExit, match="validation/annos not found"):
+        _register(str(root))
+    shutil.copytree(synthetic_split, root / "validation")
+    train, val = _register(str(root))
+    assert (train, val) == ("deepfashion2_demo_train", "deepfashion2_demo_validation")
+    assert len(DatasetCatalog.get(val)) == 24

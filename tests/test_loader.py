@@ -200,19 +200,3 @@ def test_image_folder_for_the_test_split(synthetic_split):
     dicts = load_image_folder(os.path.join(synthetic_split, "image"))
     assert len(dicts) == 24 and "annotations" not in dicts[0]
     assert dicts[0]["image_id"] == 1 and dicts[0]["height"] > 0
-
-
-def test_demo_summary_on_a_dataset_folder(synthetic_split):
-    """`make demo DATASET=...` path: registers <root>/train and prints the summary."""
-    import subprocess
-    import sys
-
-    script = os.path.join(os.path.dirname(__file__), "..", "tools", "run_demo.py")
-    out = subprocess.run(
-        [sys.executable, script, "--dataset", os.path.dirname(synthetic_split)],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    assert "demo_deepfashion2_train: 24 images" in out.stdout
-    assert "viewpoint" in out.stdout and "sling dress" in out.stdout
