@@ -16,8 +16,10 @@ def add_deepfashion2_config(cfg: CN) -> None:
 
     # Consumer-to-shop retrieval (MatchROIHeads + RetrievalEvaluator).
     cfg.DEEPFASHION2.RETRIEVAL = CN()
-    # Detections per image used as queries / gallery items (best scores first), and the floor.
+    # Detections per consumer image used as queries and per shop image kept in the gallery (best
+    # scores first), and the score floor.
     cfg.DEEPFASHION2.RETRIEVAL.MAX_PER_IMAGE = 10
+    cfg.DEEPFASHION2.RETRIEVAL.GALLERY_PER_IMAGE = 3
     cfg.DEEPFASHION2.RETRIEVAL.MIN_SCORE = 0.05
     # Rank only gallery items predicted as the query's category.
     cfg.DEEPFASHION2.RETRIEVAL.SAME_CATEGORY = True

@@ -18,6 +18,7 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.engine import HookBase
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
@@ -31,6 +32,7 @@ from .trainer import Trainer
 
 REPO = os.path.normpath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 BENCHMARKS = ("bbox", "segm", "keypoints", "keypoints_vis", "retrieval")
+DEMO_SEED = 2019
 
 
 class ProgressBar(HookBase):
@@ -48,6 +50,11 @@ class ProgressBar(HookBase):
 
     def after_train(self):
         self._bar.close()
+
+
+def _concise(record: logging.LogRecord) -> bool:
+    """Console filter: warnings, and Detectron2's periodic inference progress."""
+    return record.levelno >= logging.WARNING or record.name == "detectron2.evaluation.evaluator"
 
 
 def _default_config() -> str:
@@ -88,7 +95,7 @@ def run_demo(
     for name in ("detectron2", "deepfashion2"):  # concise console, full log.txt
         for h in logging.getLogger(name).handlers:
             if getattr(h, "stream", None) in (sys.stdout, sys.stderr):
-                h.setLevel(logging.WARNING)
+                h.addFilter(_concise)
     train_name, val_name = _register(dataset)
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
@@ -96,8 +103,10 @@ def run_demo(
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train_name,), (val_name,)
     cfg.OUTPUT_DIR = output_dir
     cfg.TEST.EVAL_PERIOD = 0
+    cfg.SEED = DEMO_SEED
     cfg.merge_from_list(list(opts))
     cfg.freeze()
+    seed_all_rng(cfg.SEED)  # weights, sampler and augmentation: the same figures every run
     with open(os.path.join(output_dir, "config.yaml"), "w") as f:
         f.write(cfg.dump())
 

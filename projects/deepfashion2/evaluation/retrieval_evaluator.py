@@ -39,6 +39,7 @@ class RetrievalEvaluator(DatasetEvaluator):
         output_dir: str | None = None,
         *,
         max_per_image: int = 10,
+        gallery_per_image: int = 3,
         min_score: float = 0.05,
         same_category: bool = True,
         index: str = "auto",
@@ -49,6 +50,7 @@ class RetrievalEvaluator(DatasetEvaluator):
         self._name = dataset_name
         self._output_dir = output_dir
         self._max_per_image, self._min_score = max_per_image, min_score
+        self._gallery_per_image = gallery_per_image
         self._rank_args = {"same_category": same_category, "index": index, "exact_max": exact_max}
         self._gt_boxes = gt_boxes
         self._distributed = distributed
@@ -62,6 +64,7 @@ class RetrievalEvaluator(DatasetEvaluator):
             dataset_name,
             output_dir,
             max_per_image=r.MAX_PER_IMAGE,
+            gallery_per_image=r.GALLERY_PER_IMAGE,
             min_score=r.MIN_SCORE,
             same_category=r.SAME_CATEGORY,
             index=r.INDEX,
@@ -112,7 +115,10 @@ class RetrievalEvaluator(DatasetEvaluator):
             n = len(boxes)
             part = (np.full(n, img), boxes, cls, scores, emb)
             if shop.get(img, False):
-                g_parts.append(part)
+                # a shop photo shows few garments: more boxes only add near-duplicates and
+                # background to the gallery (detections are sorted by score)
+                n_g = n if style is not None else min(n, self._gallery_per_image)
+                g_parts.append(tuple(x[:n_g] for x in part))
             elif style is None:
                 q_parts.append(part)
             else:  # ground-truth boxes: only the paired consumer items are queries

@@ -298,16 +298,36 @@ def _mean_valid(p: np.ndarray) -> float:
     return float(np.mean(v)) if v.size else float("nan")
 
 
-def evaluate_task(matches: TaskMatches, gt: GroundTruth) -> dict[str, float]:
+def evaluate_task(matches: TaskMatches, gt: GroundTruth, bar=None) -> dict[str, float]:
     """Overall and per-subset AP / AP50 / AP75 of one task, 0-1, NaN for empty subsets."""
     out = summarize(matches.precision())
     for attribute, value in subsets():
         s = summarize(matches.precision(gt.subset_mask(attribute, value)))
         for metric in ("AP", "AP50", "AP75"):
             out[f"{metric}/{attribute}:{value}"] = s[metric]
+        if bar is not None:
+            bar.update(1)
     return out
 
 
-def evaluate(gt: GroundTruth, dets: dict[str, Detections]) -> dict[str, dict[str, float]]:
-    """Every task of ``dets`` (task -> detections), overall and per subset; AP on 0-1."""
-    return {task: evaluate_task(match_task(task, gt, d), gt) for task, d in dets.items()}
+def evaluate(
+    gt: GroundTruth, dets: dict[str, Detections], progress: bool | None = None
+) -> dict[str, dict[str, float]]:
+    """
+    Every task of ``dets`` (task -> detections), overall and per subset; AP on 0-1. A progress
+    bar shows on a terminal (``progress=None``), always (True) or never (False).
+    """
+    from tqdm import tqdm
+
+    disable = None if progress is None else not progress
+    out = {}
+    with tqdm(
+        total=len(dets) * (len(subsets()) + 1), desc="Scoring", unit="table",
+        disable=disable, leave=False,
+    ) as bar:  # fmt: skip
+        for task, d in dets.items():
+            bar.set_postfix(task=task, refresh=False)
+            matches = match_task(task, gt, d)
+            bar.update(1)
+            out[task] = evaluate_task(matches, gt, bar)
+    return out
