@@ -15,6 +15,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
 
 from deepfashion2 import add_deepfashion2_config
 from deepfashion2.data.builtin import set_lenient
@@ -28,6 +30,8 @@ def setup(args):
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     default_setup(cfg, args)
+    # the project's own logger (tables, pair sampling), like PointRend's train_net does
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="deepfashion2")
     set_lenient(cfg.DEEPFASHION2.LENIENT)
     return cfg
 

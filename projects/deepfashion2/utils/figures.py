@@ -95,9 +95,15 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
 
 
 def draw_predictions(
-    cfg, dicts: list, out_dir: str, num: int = 4, scale: float = 3.0, score_thresh: float = 0.5
+    cfg, dicts: list, out_dir: str, num: int = 4, scale: float = 3.0, score_thresh: float = 0.3
 ) -> list:
-    """Drawings of the predictions of ``cfg`` (``MODEL.WEIGHTS`` set) on ``num`` images."""
+    """
+    Drawings of the predictions of ``cfg`` (``MODEL.WEIGHTS`` set) on ``num`` images: detections
+    above ``score_thresh``, one per place (class-agnostic NMS at IoU 0.5, so a weak model's
+    competing categories for one garment do not pile up).
+    """
+    from torchvision.ops import nms
+
     from detectron2.data import MetadataCatalog
     from detectron2.data.detection_utils import read_image
     from detectron2.engine import DefaultPredictor
@@ -115,6 +121,7 @@ def draw_predictions(
     for d in [d for d in dicts if d.get("annotations")][:num]:
         image = read_image(d["file_name"], format="BGR")
         inst = predictor(image)["instances"].to("cpu")
+        inst = inst[nms(inst.pred_boxes.tensor, inst.scores, 0.5)]
         vis = DeepFashion2Visualizer(image[:, :, ::-1], meta, scale=scale)
         name = os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png"
         vis.draw_instance_predictions(inst).save(os.path.join(out_dir, name))
