@@ -102,11 +102,10 @@ def draw_predictions(
     above ``score_thresh``, one per place (class-agnostic NMS at IoU 0.5, so a weak model's
     competing categories for one garment do not pile up).
     """
-    from torchvision.ops import nms
-
     from detectron2.data import MetadataCatalog
     from detectron2.data.detection_utils import read_image
     from detectron2.engine import DefaultPredictor
+    from torchvision.ops import nms
 
     from ..data.builtin import deepfashion2_metadata
     from .visualizer import DeepFashion2Visualizer
