@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import orjson
 from pycocotools import mask as mask_util
 
 from .. import landmarks as L
@@ -249,8 +250,6 @@ def load_result_files(paths: list[str], gt=None) -> dict[str, Detections]:
     A file that carries several fields (e.g. Detectron2's combined box + mask results) serves
     each of them, unless another file is dedicated to that task alone.
     """
-    import orjson  # local: the format module itself does not need it
-
     by_task: dict[str, list[tuple[int, str, Detections]]] = {}
     for path in paths:
         with open(path, "rb") as f:

@@ -55,6 +55,15 @@ def instances_to_detections(instances: Instances, image_id: int) -> Detections:
     return out
 
 
+def gather_on_main(items: list, distributed: bool) -> list | None:
+    """Every process's items concatenated on the main process; None on the others."""
+    if not distributed:
+        return items
+    comm.synchronize()
+    items = list(itertools.chain(*comm.gather(items, dst=0)))
+    return items if comm.is_main_process() else None
+
+
 class DeepFashion2Evaluator(DatasetEvaluator):
     """
     Scores boxes (``bbox``), masks (``segm``) and landmarks (``keypoints``: visible + occluded,
@@ -92,12 +101,9 @@ class DeepFashion2Evaluator(DatasetEvaluator):
                 self._parts.append(instances_to_detections(instances, inp["image_id"]))
 
     def evaluate(self):
-        parts = self._parts
-        if self._distributed:
-            comm.synchronize()
-            parts = list(itertools.chain(*comm.gather(parts, dst=0)))
-            if not comm.is_main_process():
-                return {}
+        parts = gather_on_main(self._parts, self._distributed)
+        if parts is None:
+            return {}
         if not parts:
             logger.warning(f"[DeepFashion2Evaluator] no predictions on {self._dataset_name}.")
             return {}

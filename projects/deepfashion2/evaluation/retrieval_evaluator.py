@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections import OrderedDict
@@ -13,10 +12,10 @@ import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, Instances
-from detectron2.utils import comm
 from torch import nn
 
 from . import tables
+from .evaluator import gather_on_main
 from .groundtruth import GroundTruth
 from .retrieval import TOPK, ItemSet, RetrievalGroundTruth, rank, score_submission
 
@@ -102,12 +101,9 @@ class RetrievalEvaluator(DatasetEvaluator):
             )
 
     def evaluate(self):
-        items = self._items
-        if self._distributed:
-            comm.synchronize()
-            items = list(itertools.chain(*comm.gather(items, dst=0)))
-            if not comm.is_main_process():
-                return {}
+        items = gather_on_main(self._items, self._distributed)
+        if items is None:
+            return {}
         gt = GroundTruth.from_dicts(DatasetCatalog.get(self._name))
         shop = dict(zip(gt.image_ids.tolist(), (gt.sources == 1).tolist()))
         q_parts, g_parts = [], []
