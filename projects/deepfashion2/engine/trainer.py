@@ -135,7 +135,8 @@ class Trainer(DefaultTrainer):
             res = per_dataset.get(name)
             if res is None:
                 continue
-            if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES:
+            annotated = MetadataCatalog.get(name).get("anno_dir", "") is not None
+            if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES and annotated:
                 evaluator = RetrievalEvaluator.from_config(cfg, name, output_folder, gt_boxes=True)
                 res.update(
                     inference_on_dataset(
