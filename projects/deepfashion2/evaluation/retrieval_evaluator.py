@@ -9,7 +9,7 @@ from collections import OrderedDict
 import numpy as np
 import orjson
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, Instances
 from torch import nn
@@ -170,7 +170,6 @@ class GroundTruthBoxInference(nn.Module):
                 torch.tensor([a["category_id"] for a in annos], dtype=torch.int64),
                 torch.tensor([a.get("style", 0) for a in annos], dtype=torch.int64),
             )
-        MetadataCatalog.get(dataset_name)  # the split must be registered
 
     def forward(self, inputs: list[dict]) -> list[dict]:
         given = []

@@ -47,11 +47,9 @@ class TaskMatches:
     ground-truth item of the same image and category.
     """
 
-    num_gt: int
     gt_category: np.ndarray  # (N,) 1..13
     base_ignore: np.ndarray  # (N,) bool: ignored whatever the subset
     det_score: np.ndarray  # (D,) kept detections, grouped by (image, category), by rank
-    det_category: np.ndarray  # (D,)
     det_group: np.ndarray  # (D,) row of gt_table
     by_rank: list  # by_rank[r]: indices of the detections of rank r in their group
     gt_table: np.ndarray  # (G, M) ground truth of each group in index order; -1 = none
@@ -183,11 +181,9 @@ def match_task(task: str, gt: GroundTruth, dets: Detections) -> TaskMatches:
     if task.startswith("keypoints"):
         base_ignore = _labelled_counts(gt, task) == 0
     return TaskMatches(
-        num_gt=gt.num_items,
         gt_category=gt.category,
         base_ignore=base_ignore,
         det_score=dets.score[order],
-        det_category=det_cat,
         det_group=det_group,
         by_rank=[np.flatnonzero(rank == r) for r in range(int(rank.max()) + 1 if len(rank) else 0)],
         gt_table=gt_table,
