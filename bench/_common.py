@@ -18,3 +18,10 @@ def run_json_child(script: str, *args: str, env: dict | None = None) -> dict:
         env={**os.environ, **(env or {})},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def write_json(path: str, result: dict, indent: int = 1) -> None:
+    """Write a benchmark's result dict to ``path`` (the ``--out`` of every script)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(result, f, indent=indent)

@@ -28,6 +28,7 @@ import tempfile
 import time
 
 import numpy as np
+from _common import write_json
 from registration import make_folder
 
 VALIDATION_IMAGES = 32_153
@@ -111,9 +112,7 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
     }
     print(json.dumps(out, indent=1))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(args.out, out, indent=1)
 
 
 if __name__ == "__main__":

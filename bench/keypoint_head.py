@@ -28,7 +28,7 @@ import time
 
 import numpy as np
 import torch
-from _common import run_json_child
+from _common import run_json_child, write_json
 
 CONV_DIMS = (512,) * 8
 FEATURE_SHAPE = (256, 14, 14)  # FPN channels, ROI_KEYPOINT_HEAD.POOLER_RESOLUTION
@@ -197,9 +197,7 @@ def main() -> None:
         f"{r['predictor_memory_ratio']:.1f}x, inference speedup {r['inference_speedup']:.1f}x, "
         f"loss |diff| {r['loss_abs_diff']:.2e}"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(r, f, indent=2)
+    write_json(args.out, r, indent=2)
     print(f"wrote {args.out}")
 
 

@@ -26,7 +26,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import run_json_child
+from _common import run_json_child, write_json
 
 TRAIN_IMAGES = 191_961
 
@@ -215,9 +215,7 @@ def main() -> None:
         f"RSS growth of the dicts: ours {r['ours_warm']['rss_growth_mb']:.0f} MB vs common "
         f"{r['common_load']['rss_growth_mb']:.0f} MB: {r['memory_ratio']:.1f}x"
     )
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(r, f, indent=2)
+    write_json(args.out, r, indent=2)
     print(f"wrote {args.out}")
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)

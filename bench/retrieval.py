@@ -22,6 +22,7 @@ import os
 import time
 
 import numpy as np
+from _common import write_json
 
 VAL_QUERIES, VAL_GALLERY = 12_377, 36_961
 BIG_QUERIES, BIG_GALLERY = 10_000, 1_000_000
@@ -107,9 +108,7 @@ def main() -> None:
     out["index_nprobe"] = int(ivf._index.nprobe)
     out["gallery_size"] = len(gallery)
     print(json.dumps(out, indent=1))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(out, f, indent=1)
+    write_json(args.out, out, indent=1)
 
 
 def _recall(found: np.ndarray, truth: np.ndarray) -> float:

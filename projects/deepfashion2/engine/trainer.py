@@ -145,9 +145,6 @@ class Trainer(DefaultTrainer):
                         evaluator,
                     )
                 )
-            if comm.is_main_process() and res:
+            if comm.is_main_process() and res:  # each evaluator has printed its own table
                 tables.save(res, output_folder)
-                logging.getLogger(__name__).info(
-                    f"DeepFashion2 benchmarks on {name}:\n" + tables.markdown_tables(res)
-                )
         return results
