@@ -11,7 +11,8 @@ os.environ.setdefault("DF2_MINI_ROOT", os.path.join(_TMP, "mini"))
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 SAMPLES = os.path.join(SHARED, "df2_samples")
-SPEC = os.path.join(SHARED, "deepfashion2_spec.json")
+# facts of the official scheme (slices, sigmas, flip pairs, skeletons), kept as test data
+SPEC = os.path.join(os.path.dirname(__file__), "data", "deepfashion2_spec.json")
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from conftest import SPEC
 from deepfashion2 import landmarks as L
 
 
-@pytest.mark.skipif(not os.path.exists(SPEC), reason="shared spec not available")
 def test_scheme_matches_the_spec():
     spec = json.load(open(SPEC))
     assert L.OKS_SIGMAS.tolist() == spec["oks_sigmas_294"]
@@ -21,6 +20,7 @@ def test_scheme_matches_the_spec():
         )
         assert [c.start, c.start + c.num_landmarks] == s["landmark_slice"]
         assert [[a + 1, b + 1] for a, b in c.flip_pairs] == s["flip_pairs_1based_within_category"]
+        assert [[a + 1, b + 1] for a, b in c.skeleton] == s["skeleton_1based"]
 
 
 def test_slices_tile_the_294_layout():
@@ -57,10 +57,77 @@ def test_compact_round_trip():
 
 def test_skeletons_are_within_category_and_flip_symmetric():
     for c in L.CATEGORIES:
-        edges = set(c.skeleton)
-        assert all(0 <= a < b < c.num_landmarks for a, b in edges)
+        edges = {frozenset(e) for e in c.skeleton}
+        assert len(edges) == len(c.skeleton) and all(len(e) == 2 for e in edges)
+        assert all(0 <= i < c.num_landmarks for e in edges for i in e)
         assert {i for e in edges for i in e} == set(range(c.num_landmarks))  # all connected
         perm = c.flip_indices
-        assert {tuple(sorted((int(perm[a]), int(perm[b])))) for a, b in edges} == edges
+        assert {frozenset(int(perm[i]) for i in e) for e in edges} == edges
     rules = L.keypoint_connection_rules()
+    assert len(rules) == sum(len(c.skeleton) for c in L.CATEGORIES)
     assert all(a.rsplit("_", 1)[0] == b.rsplit("_", 1)[0] for a, b, _ in rules)
+    names = L.keypoint_names()
+    skirt = L.CATEGORY_BY_ID[9]
+    skirt_rules = [(names.index(a) - skirt.start + 1, names.index(b) - skirt.start + 1)
+                   for a, b, _ in rules if a.startswith("skirt_")]  # fmt: skip
+    # waist 1-2-3, then 1 down the left side, across the hem and up the right side to 3
+    assert skirt_rules == [(1, 2), (2, 3), (1, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 3)]
+
+
+def crossings(points: np.ndarray, edges) -> list:
+    """Pairs of edges (not sharing a landmark) whose segments properly intersect."""
+
+    def side(a, b, c):
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    out = []
+    edges = list(edges)
+    for i, (a, b) in enumerate(edges):
+        for c, d in edges[i + 1 :]:
+            if len({a, b, c, d}) < 4:
+                continue
+            p, q, r, s = points[a], points[b], points[c], points[d]
+            d1, d2, d3, d4 = side(r, s, p), side(r, s, q), side(p, q, r), side(p, q, s)
+            if (
+                (d1 > 0) != (d2 > 0)
+                and (d3 > 0) != (d4 > 0)
+                and min(map(abs, (d1, d2, d3, d4))) > 0
+            ):
+                out.append(((a + 1, b + 1), (c + 1, d + 1)))
+    return out
+
+
+def test_the_synthetic_generator_places_landmarks_where_the_figure_does():
+    from deepfashion2.data.synthetic import template
+
+    for c in L.CATEGORIES:
+        _, pos = template(c)
+        # the figure's lines drawn on the template do not cross: the same order around the
+        # garment (e.g. outwear: down the left side to the hem, up the front opening to 4)
+        assert crossings(pos, c.skeleton) == [], c.name
+        # a mirrored garment has landmark i where the original has its flip partner
+        mirrored = np.stack([1 - pos[:, 0], pos[:, 1]], axis=1)
+        np.testing.assert_allclose(mirrored[c.flip_indices], pos, atol=1e-12)
+
+
+def test_real_bottoms_draw_without_crossing_lines():
+    """Real skirts and shorts (../shared/df2_samples): the figure's lines draw no X."""
+    import glob
+
+    from conftest import SAMPLES
+
+    files = sorted(glob.glob(os.path.join(SAMPLES, "annos", "[0-9]*.json")))
+    if not files:
+        pytest.skip("../shared/df2_samples not available")
+    seen = 0
+    for f in files:
+        for key, item in json.load(open(f)).items():
+            if not key.startswith("item") or item["category_id"] not in (7, 9):
+                continue
+            c = L.CATEGORY_BY_ID[item["category_id"]]
+            lm = np.array(item["landmarks"], float).reshape(-1, 3)
+            edges = [(a, b) for a, b in c.skeleton if lm[a, 2] > 0 and lm[b, 2] > 0]
+            assert crossings(lm[:, :2], edges) == [], (f, key)
+            # the former drawing (a loop in index order) crossed on these
+            seen += 1
+    assert seen >= 3

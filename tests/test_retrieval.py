@@ -84,9 +84,75 @@ def test_same_pair_other_style_is_wrong_and_multiple_correct_items_count_once():
     assert res["top1"] == pytest.approx(0.5) and res["top20"] == pytest.approx(0.5)
 
 
-def test_query_box_overlapping_no_item_is_not_assigned():
-    res = score([entry(1, WRONG, 1, 0.9, [(10, FULL)])])
-    assert res["num_represented"] == 0
+# Rules of the official script on a hand-built split. Image 1 (consumer) lists an unpaired top
+# (style 0) above paired trousers; image 2 lists a paired skirt, then a paired top whose garment
+# no shop image holds. Queries: B, C, D (3); the style-0 item A is only a target for assignment.
+RULES_Q = [
+    {"query_image_id": 1, "bbox": [0, 0, 100, 100], "cls": 1, "style": 0, "pair_id": 5},  # A
+    {"query_image_id": 1, "bbox": [0, 100, 100, 300], "cls": 8, "style": 1, "pair_id": 5},  # B
+    {"query_image_id": 2, "bbox": [0, 0, 100, 100], "cls": 9, "style": 2, "pair_id": 6},  # C
+    {"query_image_id": 2, "bbox": [200, 0, 300, 100], "cls": 1, "style": 1, "pair_id": 6},  # D
+]
+RULES_G = [
+    {"gallery_image_id": 10, "bbox": [0, 100, 100, 300], "style": 1, "pair_id": 5},
+    {"gallery_image_id": 11, "bbox": FULL, "style": 2, "pair_id": 6},
+]
+B_HIT = [(10, [0, 100, 100, 300])]
+C_HIT = [(11, FULL)]
+
+
+def rules(entries):
+    rgt = RetrievalGroundTruth.from_official(RULES_Q, RULES_G)
+    return score_submission(Submission.from_json(entries, "sub.json"), rgt)
+
+
+def test_style0_items_are_not_queries_and_unreachable_queries_stay_in_the_denominator():
+    res = rules([entry(1, [0, 100, 100, 300], 8, 0.9, B_HIT), entry(2, FULL, 9, 0.9, C_HIT)])
+    # B and C found at rank 1; D has no shop item: 2 of 3 (not 2 of 4, not 2 of 2)
+    assert res["num_queries"] == 3 and res["num_unreachable"] == 1
+    assert res["top1"] == pytest.approx(2 / 3) and res["top20"] == pytest.approx(2 / 3)
+
+
+def test_a_box_overlapping_nothing_goes_to_the_first_listed_item():
+    # image 2's first listed item is C (skirt): the box represents C when classified as a skirt
+    res = rules([entry(2, WRONG, 9, 0.9, C_HIT)])
+    assert res["num_represented"] == 1 and res["top1"] == pytest.approx(1 / 3)
+    # ... and is lost when classified as a top, although D is a top
+    res = rules([entry(2, WRONG, 1, 0.9, [(11, FULL)])])
+    assert res["num_represented"] == 0 and res["top20"] == 0
+    # image 1's first listed item is the unpaired A: a box overlapping nothing is lost there
+    res = rules([entry(1, WRONG, 8, 0.9, B_HIT)])
+    assert res["num_represented"] == 0 and res["top20"] == 0
+
+
+def test_a_box_overlapping_a_style0_item_most_is_lost_to_it():
+    # [0, 0, 100, 150]: IoU 0.667 with A (style 0), 0.167 with B; classified as trousers (B's)
+    res = rules([entry(1, [0, 0, 100, 150], 8, 0.9, B_HIT)])
+    assert res["num_represented"] == 0 and res["top20"] == 0
+    # [0, 90, 100, 300] overlaps B most: it represents B
+    res = rules([entry(1, [0, 90, 100, 300], 8, 0.9, B_HIT)])
+    assert res["top1"] == pytest.approx(1 / 3)
+
+
+def test_equal_scores_the_first_entry_represents():
+    wrong = B_HIT  # another garment's shop item
+    res = rules([entry(2, FULL, 9, 0.5, wrong), entry(2, [0, 0, 90, 90], 9, 0.5, C_HIT)])
+    assert res["top20"] == 0
+    res = rules([entry(2, FULL, 9, 0.5, C_HIT), entry(2, [0, 0, 90, 90], 9, 0.5, wrong)])
+    assert res["top1"] == pytest.approx(1 / 3)
+
+
+def test_fewer_than_20_results_are_scored_and_counted():
+    short = [(99, FULL), (98, FULL)] + C_HIT  # correct at rank 3 of 3
+    res = rules([entry(2, FULL, 9, 0.9, short), entry(1, [0, 100, 100, 300], 8, 0.9, B_HIT * 20)])
+    assert res["num_short_lists"] == 1
+    assert res["top1"] == pytest.approx(1 / 3) and res["top5"] == pytest.approx(2 / 3)
+
+
+def test_inconsistent_pair_ids_of_one_query_image_are_refused():
+    bad = [dict(RULES_Q[0]), {**RULES_Q[1], "pair_id": 7}]
+    with pytest.raises(ValueError, match="q.json, entry 1, field 'pair_id'"):
+        RetrievalGroundTruth.from_official(bad, RULES_G, "q.json")
 
 
 def test_submission_json_round_trip(tmp_path):
@@ -115,7 +181,8 @@ def test_official_ground_truth_files_read(tmp_path):
     with open(os.path.join(folder, "gallery_gt.json")) as f:
         g = json.load(f)
     rgt = RetrievalGroundTruth.from_official(q, g)
-    assert rgt.num_queries == 15752 and len(rgt.g_image) == 24012
+    # 15,752 rows, 12,550 of them paired items (the official denominator)
+    assert rgt.num_queries == 12550 and len(rgt.g_image) == 24012
     assert rgt.q_box.shape == (15752, 4) and set(np.unique(rgt.q_cls)) <= set(range(1, 14))
     # a perfect submission (each query retrieves its own shop items) scores 1.0
     items = {}
@@ -127,7 +194,7 @@ def test_official_ground_truth_files_read(tmp_path):
         answers = [(x["gallery_image_id"], x["bbox"]) for x in hits]
         sub.append(entry(e["query_image_id"], e["bbox"], e["cls"], 1.0, answers))
     res = score_submission(Submission.from_json(sub, "perfect"), rgt)
-    has_match = np.mean([(e["pair_id"], e["style"]) in items for e in q])
+    has_match = np.mean([(e["pair_id"], e["style"]) in items for e in q if e["style"] > 0])
     assert res["top1"] == pytest.approx(has_match, abs=0.01)  # duplicates in one image aside
 
 
@@ -204,70 +271,63 @@ def test_contrastive_loss_prefers_matching_embeddings():
     assert cross_image_contrastive_loss(good, torch.tensor([1, 2, 3, 4]), images, 0.1) is None
 
 
-def test_tools_evaluate_scores_a_submission_against_a_split_or_official_files(
-    synthetic_split, tmp_path
-):
+def _tool(name):
     import importlib.util
     import os
 
-    from deepfashion2.evaluation import GroundTruth
+    here = os.path.dirname(__file__)
+    path = os.path.join(here, "..", "tools" if name == "evaluate" else "datasets", name + ".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    spec = importlib.util.spec_from_file_location(
-        "evaluate_tool", os.path.join(os.path.dirname(__file__), "..", "tools", "evaluate.py")
-    )
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+
+def test_split_annotations_and_official_files_written_from_them_score_identically(
+    synthetic_split, tmp_path
+):
+    from test_retrieval_official import random_submission
+
     annos, images = synthetic_split + "/annos", synthetic_split + "/image"
-    rgt = RetrievalGroundTruth.from_groundtruth(
-        GroundTruth.from_dicts(load_deepfashion2(annos, images))
+    gt_dir = tmp_path / "gt"
+    prepare = _tool("prepare_deepfashion2")
+    assert (
+        prepare.main(["--anno-dir", annos, "--image-dir", images, "--retrieval-gt", str(gt_dir)])
+        == 0
     )
-    assert rgt.num_queries > 3
-    # answer every other query with its own shop items, the rest with nothing
-    sub = []
-    for q in range(rgt.num_queries):
-        same = np.flatnonzero((rgt.g_pair == rgt.q_pair[q]) & (rgt.g_style == rgt.q_style[q]))
-        answers = [(int(rgt.g_image[j]), rgt.g_box[j].tolist()) for j in same] if q % 2 else []
-        sub.append(
-            entry(int(rgt.q_image[q]), rgt.q_box[q].tolist(), int(rgt.q_cls[q]), 1.0, answers)
+    queries = json.loads((gt_dir / "query_gt.json").read_text())
+    gallery = json.loads((gt_dir / "gallery_gt.json").read_text())
+    # the official layout: field order, integer boxes, style-0 query rows, no style-0 gallery rows
+    assert list(queries[0]) == ["style", "pair_id", "query_image_id", "bbox", "cls"]
+    assert list(gallery[0]) == ["gallery_image_id", "style", "pair_id", "bbox"]
+    assert all(isinstance(v, int) for e in queries + gallery for v in e["bbox"])
+    assert any(e["style"] == 0 for e in queries) and all(e["style"] > 0 for e in gallery)
+    dicts = {d["image_id"]: d for d in load_deepfashion2(annos, images)}
+    for e in queries:  # every item of a consumer image with a paired item, in file order
+        d = dicts[e["query_image_id"]]
+        assert d["source"] == "user" and any(a["style"] > 0 for a in d["annotations"])
+    rows = [(e["query_image_id"], e["bbox"]) for e in queries]
+    expected = [
+        (i, [int(v) for v in a["bbox"]])
+        for i, d in sorted(dicts.items())
+        if d["source"] == "user" and any(a["style"] > 0 for a in d["annotations"])
+        for a in d["annotations"]
+    ]
+    assert rows == expected
+
+    tool = _tool("evaluate")
+    for seed in range(3):
+        path = tmp_path / f"retrieval{seed}.json"
+        path.write_text(json.dumps(random_submission(queries, gallery, seed)))
+        split = tool.main(["--anno-dir", annos, "--image-dir", images, "--results", str(path)])
+        files = tool.main(
+            ["--results", str(path), "--query-gt", str(gt_dir / "query_gt.json")]
+            + ["--gallery-gt", str(gt_dir / "gallery_gt.json"), "--output-json", str(path) + ".m"]
         )
-    answered = sum(
-        1
-        for q in range(rgt.num_queries)
-        if q % 2 and ((rgt.g_pair == rgt.q_pair[q]) & (rgt.g_style == rgt.q_style[q])).any()
-    )
-    path = tmp_path / "retrieval.json"
-    path.write_text(json.dumps(sub))
-    res = tool.main(["--anno-dir", annos, "--image-dir", images, "--results", str(path)])
-    assert res["retrieval"]["top1"] == pytest.approx(100 * answered / rgt.num_queries)
-    # the same against official-format ground-truth files, without the annotation folder
-    qf, gf = tmp_path / "q.json", tmp_path / "g.json"
-    cols = zip(rgt.q_image, rgt.q_box, rgt.q_cls, rgt.q_style, rgt.q_pair)
-    queries = [
-        {"query_image_id": int(i), "bbox": b.tolist(), "cls": int(c), "style": int(s)}
-        | {"pair_id": int(p)}
-        for i, b, c, s, p in cols
-    ]
-    qf.write_text(json.dumps(queries))
-    cols = zip(rgt.g_image, rgt.g_box, rgt.g_style, rgt.g_pair)
-    gallery = [
-        {"gallery_image_id": int(i), "bbox": b.tolist(), "style": int(s), "pair_id": int(p)}
-        for i, b, s, p in cols
-    ]
-    gf.write_text(json.dumps(gallery))
-    out = tmp_path / "m.json"
-    res2 = tool.main(
-        [
-            "--results",
-            str(path),
-            "--query-gt",
-            str(qf),
-            "--gallery-gt",
-            str(gf),
-            "--output-json",
-            str(out),
-        ]
-    )
-    assert res2["retrieval"] == res["retrieval"]
-    assert json.loads(out.read_text())["retrieval"]["top20"] == pytest.approx(
-        res["retrieval"]["top20"]
-    )
+        overall = {k: v for k, v in split["retrieval"].items() if "/" not in k}
+        assert files["retrieval"] == overall  # to the last digit
+        assert 0 < overall["top20"] < 100
+        # the split knows the attributes: per-subset top-k, each over its own queries
+        assert "top20/occlusion:heavy" in split["retrieval"]
+        saved = json.loads((tmp_path / f"retrieval{seed}.json.m").read_text())["retrieval"]
+        assert saved["top20"] == files["retrieval"]["top20"]

@@ -96,12 +96,19 @@ def test_loss_decreases_and_eval_only_runs(tmp_path):
     assert set(res) == {
         "bbox", "segm", "keypoints", "keypoints_vis", "retrieval", "retrieval_gt_boxes"
     }  # fmt: skip
-    assert set(res["retrieval"]) == {"top1", "top5", "top10", "top15", "top20"}
+    assert {k for k in res["retrieval"] if "/" not in k} == {
+        "top1",
+        "top5",
+        "top10",
+        "top15",
+        "top20",
+    }
+    assert "top20/occlusion:heavy" in res["retrieval"]  # per attribute of the query items
     assert "AP/occlusion:heavy" in res["keypoints"] and "AP75/viewpoint:frontal" in res["segm"]
     inference = tmp_path / "eval" / "inference"
     md = (inference / "deepfashion2_tables.md").read_text()
     assert "Landmark estimation" in md and "| AP (visible) |" in md
-    assert "| detected boxes |" in md and "| ground-truth boxes |" in md
+    assert "| top-1 (detected boxes) |" in md and "| top-20 (ground-truth boxes) |" in md
     submission = json.loads((inference / "retrieval_submission.json").read_text())
     assert submission and len(submission[0]["gallery_image_id"]) <= 20
     saved = json.loads((inference / "deepfashion2_metrics.json").read_text())

@@ -9,9 +9,12 @@ model, and print the dataset README's tables:
 Each file's kind is recognised from its content (``bbox`` / ``keypoints`` / ``segmentation``
 entries, or a retrieval submission: ``query_image_id`` + ``gallery_image_id`` lists). A retrieval
 submission is scored against the split's annotations, or against the official retrieval
-ground truth with ``--query-gt val_query.json --gallery-gt val_gallery.json`` (then the annotation
-folder is not needed). ``--output-json`` writes the same results dict the Detectron2 evaluators
-return (0-100, NaN as null); ``--output-dir`` also writes the tables as Markdown.
+ground truth with ``--query-gt query_gt.json --gallery-gt gallery_gt.json`` (then the annotation
+folder is not needed; ``datasets/prepare_deepfashion2.py --retrieval-gt`` writes these files for any
+split), exactly as the official retrieval script scores it. Per-attribute retrieval results need
+the split's annotations (the official files carry no attributes). ``--output-json`` writes the
+same results dict the Detectron2 evaluators return (0-100, NaN as null); ``--output-dir`` also
+writes the tables as Markdown.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from deepfashion2.evaluation import (
     tables,
 )
 from deepfashion2.evaluation.detections import load_result_files
-from deepfashion2.evaluation.retrieval import TOPK
+from deepfashion2.evaluation.retrieval import topk_percent
 
 
 def parse_args(argv=None):
@@ -92,7 +95,13 @@ def main(argv=None) -> dict:
         else:
             rgt = RetrievalGroundTruth.from_groundtruth(gt)
         scores = score_submission(Submission.from_json(_read(retrieval[0]), retrieval[0]), rgt)
-        results["retrieval"] = {f"top{k}": 100 * scores[f"top{k}"] for k in TOPK}
+        results["retrieval"] = topk_percent(scores)
+        print(
+            f"retrieval: {scores['num_represented']} of {scores['num_queries']} paired query "
+            f"items represented; {scores['num_short_lists']} entries with fewer than 20 results; "
+            f"{scores['num_unreachable']} queries without a gallery item",
+            file=sys.stderr,
+        )
     print(tables.markdown_tables(results))
     print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     if args.output_json:

@@ -86,6 +86,83 @@ _FLIP_PAIRS_1BASED = {
 }
 # fmt: on
 
+# Lines of the official landmark figure ('Definitions of landmarks and skeletons'), as pairs of
+# 1-based landmark indices within the category. Lower-body garments are numbered waist
+# left-to-right (1, 2, 3), then down the left side, across the hem and up the right side: their
+# outline is 1-2-3 plus 1-4 ... k-3, not a loop. Slings and sling dresses join the neck points
+# to the strap tips and to the sides. Short sleeve outwear is given in the annotations' order
+# (2 = shoulder-neck point, 4 = top of the front opening, as for long sleeve outwear); its figure
+# prints 2 and 4 the other way round, which the official OKS sigmas contradict.
+# fmt: off
+_SKELETONS_1BASED = {
+    1: [  # short sleeve top
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 19), (19, 20), (20, 21), (21, 22), (22, 23), (23, 24), (24, 25), (25, 6),
+    ],
+    2: [  # long sleeve top
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 19), (19, 20), (20, 21), (21, 22), (22, 23), (23, 24), (24, 25), (25, 26),
+        (26, 27), (27, 28), (28, 29), (29, 30), (30, 31), (31, 32), (32, 33), (33, 6),
+    ],
+    3: [  # short sleeve outwear
+        (1, 2), (1, 6), (2, 3), (3, 4), (6, 5), (5, 26), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 31), (31, 30), (30, 4),
+        (6, 25), (17, 18), (18, 19), (19, 20), (20, 21), (21, 22), (22, 23), (23, 24), (24, 25),
+        (17, 29), (29, 28), (28, 27), (27, 26),
+    ],
+    4: [  # long sleeve outwear
+        (1, 2), (1, 6), (2, 3), (3, 4), (6, 5), (5, 34), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 19), (19, 20), (20, 39), (39, 38), (38, 4), (6, 33), (21, 22), (22, 23), (23, 24),
+        (24, 25), (25, 26), (26, 27), (27, 28), (28, 29), (29, 30), (30, 31), (31, 32),
+        (32, 33), (21, 37), (37, 36), (36, 35), (35, 34),
+    ],
+    5: [  # vest
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 6),
+    ],
+    6: [  # sling
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (6, 15), (2, 8), (8, 9),
+        (9, 10), (10, 11), (11, 12), (12, 13), (13, 14), (14, 6),
+    ],
+    7: [  # shorts
+        (1, 2), (2, 3), (1, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 9), (9, 10), (10, 3),
+    ],
+    8: [  # trousers
+        (1, 2), (2, 3), (1, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 9), (9, 10), (10, 11),
+        (11, 12), (12, 13), (13, 14), (14, 3),
+    ],
+    9: [  # skirt
+        (1, 2), (2, 3), (1, 4), (4, 5), (5, 6), (6, 7), (7, 8), (8, 3),
+    ],
+    10: [  # short sleeve dress
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 19), (19, 20), (20, 21), (21, 22), (22, 23), (23, 24), (24, 25), (25, 26),
+        (26, 27), (27, 28), (28, 29), (29, 6),
+    ],
+    11: [  # long sleeve dress
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 19), (19, 20), (20, 21), (21, 22), (22, 23), (23, 24), (24, 25), (25, 26),
+        (26, 27), (27, 28), (28, 29), (29, 30), (30, 31), (31, 32), (32, 33), (33, 34),
+        (34, 35), (35, 36), (36, 37), (37, 6),
+    ],
+    12: [  # vest dress
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (7, 8), (8, 9), (9, 10),
+        (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 19), (19, 6),
+    ],
+    13: [  # sling dress
+        (1, 2), (2, 3), (3, 4), (4, 5), (5, 6), (6, 1), (2, 7), (6, 19), (2, 8), (8, 9),
+        (9, 10), (10, 11), (11, 12), (12, 13), (13, 14), (14, 15), (15, 16), (16, 17), (17, 18),
+        (18, 6),
+    ],
+}
+# fmt: on
+
 # Per-landmark OKS sigmas of the official evaluation, in the 294 layout.
 # fmt: off
 OKS_SIGMAS = np.array(
@@ -151,6 +228,8 @@ SOURCES = ("user", "shop")
 
 # Categories whose first six landmarks are a neckline (tops, outwear, dresses).
 NECKLINE_CATEGORIES = frozenset({1, 2, 3, 4, 5, 6, 10, 11, 12, 13})
+# Categories open at the front: the neckline runs down to the top of the opening (4).
+OUTWEAR_CATEGORIES = frozenset({3, 4})
 
 
 @dataclass(frozen=True)
@@ -182,24 +261,10 @@ class Category:
             perm[a], perm[b] = b, a
         return perm
 
-    @cached_property
+    @property
     def skeleton(self) -> list[tuple[int, int]]:
-        """
-        0-based edges within the category, for drawing: the landmark order is the outline order.
-        Upper-body garments: the neckline 1..6 is a closed loop, the outline starts at 7 next to
-        landmark 2 and ends next to landmark 6; lower-body garments: the outline is one closed loop.
-        The edge set is made symmetric under the flip pairs.
-        """
-        k = self.num_landmarks
-        if self.id in NECKLINE_CATEGORIES:
-            edges = [(i, i + 1) for i in range(5)] + [(5, 0), (1, 6)]
-            edges += [(i, i + 1) for i in range(6, k - 1)]
-        else:
-            edges = [(i, (i + 1) % k) for i in range(k)]
-        perm = self.flip_indices
-        sym = {tuple(sorted(e)) for e in edges}
-        sym |= {tuple(sorted((int(perm[a]), int(perm[b])))) for a, b in sym}
-        return sorted(sym)
+        """0-based lines within the category, as the official landmark figure draws them."""
+        return [(a - 1, b - 1) for a, b in _SKELETONS_1BASED[self.id]]
 
 
 def _build() -> list[Category]:

@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
 import orjson
 from PIL import Image, ImageDraw
 
-from ..landmarks import CATEGORIES, NECKLINE_CATEGORIES, Category
+from ..landmarks import CATEGORIES, NECKLINE_CATEGORIES, OUTWEAR_CATEGORIES, Category
 
 # Left half of each silhouette in a unit box, from the top of the centre line down to the bottom
 # of the centre line (x = 0.5 is the axis of symmetry).
@@ -138,43 +139,72 @@ def _resample(poly: np.ndarray, n: int) -> np.ndarray:
     return np.stack([np.interp(t, cum, poly[:, 0]), np.interp(t, cum, poly[:, 1])], axis=1)
 
 
+def _left_chain(cat: Category, neck: set[int]) -> list[int]:
+    """
+    The paired landmarks of the outline's left half, in the order the official figure's lines
+    walk them: from the shoulder-neck point (landmark 2) of a top, from the left waist corner
+    (landmark 1) of a bottom, outside the neckline. Index order is not outline order everywhere:
+    outwear goes down to the hem (16) and back up the front opening (31, 30, 4).
+    """
+    adj: dict[int, list[int]] = {}
+    for a, b in cat.skeleton:
+        adj.setdefault(a, []).append(b)
+        adj.setdefault(b, []).append(a)
+    partner = _partners(cat)
+    start = 1 if neck else 0
+    dist, queue = {start: 0}, deque([start])
+    while queue:
+        v = queue.popleft()
+        for u in sorted(adj.get(v, ())):
+            if u not in dist and u not in neck:
+                dist[u] = dist[v] + 1
+                queue.append(u)
+    # a landmark reached before its partner is on the left (the walk starts there)
+    left = [
+        v for v in dist if v not in neck and v in partner and dist.get(partner[v], np.inf) > dist[v]
+    ]
+    return sorted(left, key=lambda v: (dist[v], v))
+
+
+def _partners(cat: Category) -> dict[int, int]:
+    return {a: b for a, b in cat.flip_pairs} | {b: a for a, b in cat.flip_pairs}
+
+
 def template(cat: Category) -> tuple[np.ndarray, np.ndarray]:
     """
-    Unit-box silhouette polygon (P, 2) and landmark positions (K, 2) of a category.
-    Landmarks on the left half are placed by index order along the outline; each pair partner is
-    the mirror image; unpaired landmarks sit on the centre line.
+    Unit-box silhouette polygon (P, 2) and landmark positions (K, 2) of a category, where the
+    official figure puts them: the left half's landmarks in the order of the figure's lines, each
+    pair partner the mirror image, unpaired landmarks on the centre line.
     """
     left = np.array(_SHAPES[cat.id][0], dtype=np.float64)
     right = np.stack([1.0 - left[::-1, 0], left[::-1, 1]], axis=1)
     outline = np.concatenate([left, right[1:-1]])
     k = cat.num_landmarks
-    partner = {a: b for a, b in cat.flip_pairs} | {b: a for a, b in cat.flip_pairs}
+    partner = _partners(cat)
     pos = np.zeros((k, 2))
     upper = cat.id in NECKLINE_CATEGORIES
     neck = set(range(6)) | {partner.get(i, i) for i in range(6)} if upper else set()
-    left_neck = sorted(i for i in neck if i in partner and i < partner[i])
-    left_body = sorted(i for i in range(k) if i not in neck and i in partner and i < partner[i])
-    centre = sorted(i for i in range(k) if i not in partner)
     top_y, neck_depth = left[0, 1], 0.12
-    # neckline: a curve from the front centre up to the collar side and back to the centre
-    if left_neck:
+    if upper and cat.id in OUTWEAR_CATEGORIES:
+        # 1 is the back of the neck between the shoulder-neck points 2 and 6; 2-3-4 runs down
+        # the left front to the top of the opening (4), mirrored by 6-5-26
+        pos[0] = (0.5, top_y)
+        curve = np.array([left[1], (0.5 - 0.03, top_y + neck_depth)])
+        pos[[1, 2, 3]] = _resample(curve, 1)
+    elif upper:
+        # a loop from the front centre (1) over the shoulder-neck point (2) to the back (4)
         curve = np.array([(0.5, top_y + neck_depth), (left[1, 0], top_y), (0.5 - 0.02, top_y)])
-        pts = _resample(curve, len(left_neck))
-        pos[left_neck] = pts[1:-1]
+        pos[[1, 2]] = _resample(curve, 2)[1:-1]
+        pos[0], pos[3] = (0.5, top_y + neck_depth), (0.5, top_y)
     # body: the left half of the outline, from the collar (or the waist) to the bottom centre
-    body = left[1:] if upper else left
-    pts = _resample(body, len(left_body))
-    pos[left_body] = pts[1:-1]
-    for i in centre:
-        if i in neck:
-            pos[i] = (0.5, top_y + neck_depth) if i == 0 else (0.5, top_y)
-        elif i == centre[0] and not upper:
-            pos[i] = left[0]
-        else:
-            pos[i] = left[-1]
-    for a, b in cat.flip_pairs:
-        lo, hi = min(a, b), max(a, b)
-        pos[hi] = (1.0 - pos[lo, 0], pos[lo, 1])
+    chain = _left_chain(cat, neck)
+    pos[chain] = _resample(left[1:] if upper else left, len(chain))[1:-1]
+    centre = [i for i in range(k) if i not in partner and i not in neck]
+    for i in centre:  # a bottom's waist centre (2), else the bottom centre of the outline
+        pos[i] = left[0] if i == 1 and not upper else left[-1]
+    for i in list(chain) + ([1, 2, 3] if upper else []):
+        if i in partner:
+            pos[partner[i]] = (1.0 - pos[i, 0], pos[i, 1])
     return outline, pos
 
 
@@ -364,7 +394,7 @@ def generate_split(
 
 MINI_SPLITS = {"train": (400, 0), "validation": (120, 1)}  # images, seed offset
 # Bumped whenever the generator's output changes, so stale embedded sets are regenerated.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3
 
 
 def mini_root() -> str:

@@ -68,17 +68,18 @@ def retrieval_chance(gt: GroundTruth, within_category: bool = False) -> dict[str
     from .retrieval import RetrievalGroundTruth
 
     rgt = RetrievalGroundTruth.from_groundtruth(gt)
+    queries = np.flatnonzero(rgt.is_query)
     shop = gt.sources[gt.image] == 1
     pair = gt.pair_ids[gt.image]
     out = {f"top{k}": 0.0 for k in TOPK}
-    if not rgt.num_queries:
+    if not len(queries):
         return {k: float("nan") for k in out}
-    for q in range(rgt.num_queries):
+    for q in queries.tolist():
         in_cat = shop & (gt.category == rgt.q_cls[q]) if within_category else shop
         G = int(in_cat.sum())
         m = int((in_cat & (pair == rgt.q_pair[q]) & (gt.style == rgt.q_style[q])).sum())
         for k in TOPK:
             # P(no correct item among the first k of a random order) = C(G-m, k) / C(G, k)
             miss = np.prod([(G - m - i) / (G - i) for i in range(min(k, G))]) if G else 1.0
-            out[f"top{k}"] += (1 - max(miss, 0.0)) / rgt.num_queries
+            out[f"top{k}"] += (1 - max(miss, 0.0)) / len(queries)
     return out

@@ -139,12 +139,16 @@ class Detections:
                     raise ResultFormatError(
                         file, i, f, "every entry of a file must carry the same result fields"
                     )
-        image_id = np.array([_int(e, i, "image_id", file) for i, e in enumerate(entries)], np.int64)
-        category = np.array([_int(e, i, "category_id", file) for i, e in enumerate(entries)])
+        image_id = np.array(
+            [entry_int(e, i, "image_id", file) for i, e in enumerate(entries)], np.int64
+        )
+        category = np.array([entry_int(e, i, "category_id", file) for i, e in enumerate(entries)])
         bad = np.flatnonzero((category < 1) | (category > L.NUM_CATEGORIES))
         if len(bad):
             raise ResultFormatError(file, int(bad[0]), "category_id", "must be 1..13")
-        score = np.array([_num(e, i, "score", file) for i, e in enumerate(entries)], np.float64)
+        score = np.array(
+            [entry_number(e, i, "score", file) for i, e in enumerate(entries)], np.float64
+        )
         if gt is not None:
             missing = np.flatnonzero(gt.image_index(image_id) < 0)
             if len(missing):
@@ -182,15 +186,29 @@ class Detections:
             self.kp_outside[d] = full[d].copy()
 
 
-def _int(e: dict, i: int, fld: str, file: str) -> int:
-    v = e.get(fld)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or v != int(v):
+_INT64_MAX = 2**63 - 1
+
+
+def entry_int(e: dict, i: int, fld: str, file: str) -> int:
+    """Field ``fld`` of result entry ``i`` as an int64-sized integer (``1.0`` is accepted)."""
+    if not isinstance(e, dict):
+        raise ResultFormatError(file, i, "<entry>", f"expected an object, got {type(e).__name__}")
+    if fld not in e:
+        raise ResultFormatError(file, i, fld, "missing")
+    v = e[fld]
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if not ok or v != int(v) or abs(v) > _INT64_MAX:
         raise ResultFormatError(file, i, fld, f"expected an integer, got {v!r}")
     return int(v)
 
 
-def _num(e: dict, i: int, fld: str, file: str) -> float:
-    v = e.get(fld)
+def entry_number(e: dict, i: int, fld: str, file: str) -> float:
+    """Field ``fld`` of result entry ``i`` as a finite float."""
+    if not isinstance(e, dict):
+        raise ResultFormatError(file, i, "<entry>", f"expected an object, got {type(e).__name__}")
+    if fld not in e:
+        raise ResultFormatError(file, i, fld, "missing")
+    v = e[fld]
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ResultFormatError(file, i, fld, f"expected a finite number, got {v!r}")
     return float(v)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import landmarks as L
+from .boxes import xyxy_to_xywh
 
 
 @dataclass
@@ -27,7 +28,8 @@ class GroundTruth:
     # per item
     image: np.ndarray  # (N,) int64 index into the image arrays
     category: np.ndarray  # (N,) int64, 1..13
-    boxes: np.ndarray  # (N, 4) float64, XYWH
+    boxes: np.ndarray  # (N, 4) float64, XYWH (w = x2 - x1, as the official converter computes)
+    boxes_xyxy: np.ndarray  # (N, 4) float64, as in the files
     style: np.ndarray  # (N,) int64
     attributes: np.ndarray  # (N, 4) int64, 1-based values of landmarks.ATTRIBUTES in order
     lm_ptr: np.ndarray  # (N+1,) int64 into landmarks
@@ -61,12 +63,13 @@ class GroundTruth:
         """From Detectron2 dataset dicts, as :func:`deepfashion2.data.load_deepfashion2` gives."""
         dicts = sorted(dicts, key=lambda d: d["image_id"])
         image, cat, boxes, style, attrs, lms, polys = [], [], [], [], [], [], []
+        # items keep their order within an image (item1, item2, ...): the retrieval protocol
+        # assigns a box overlapping several items equally to the first listed
         for i, d in enumerate(dicts):
             for a in d.get("annotations", ()):
                 image.append(i)
                 cat.append(a["category_id"] + 1)
-                x1, y1, x2, y2 = a["bbox"]
-                boxes.append((x1, y1, x2 - x1, y2 - y1))
+                boxes.append(a["bbox"])
                 style.append(a.get("style", 0))
                 attrs.append([a[k] for k in L.ATTRIBUTES])
                 lm = np.array(a["landmarks"], dtype=np.float64)
@@ -74,6 +77,7 @@ class GroundTruth:
                 lm[labelled, :2] -= 0.5  # back to the files' integer pixel indices
                 lms.append(lm)
                 polys.append([np.asarray(p, dtype=np.float64).tolist() for p in a["segmentation"]])
+        xyxy = np.array(boxes, dtype=np.float64).reshape(-1, 4)
         counts = np.array([len(x) for x in lms], dtype=np.int64)
         lm_ptr = np.zeros(len(lms) + 1, dtype=np.int64)
         np.cumsum(counts, out=lm_ptr[1:])
@@ -88,7 +92,8 @@ class GroundTruth:
             pair_ids=np.array([d.get("pair_id", 0) for d in dicts], dtype=np.int64),
             image=np.array(image, dtype=np.int64),
             category=np.array(cat, dtype=np.int64),
-            boxes=np.array(boxes, dtype=np.float64).reshape(-1, 4),
+            boxes=xyxy_to_xywh(xyxy),
+            boxes_xyxy=xyxy,
             style=np.array(style, dtype=np.int64),
             attributes=np.array(attrs, dtype=np.int64).reshape(-1, len(L.ATTRIBUTES)),
             lm_ptr=lm_ptr,

@@ -17,7 +17,7 @@ from torch import nn
 from . import tables
 from .evaluator import gather_on_main
 from .groundtruth import GroundTruth
-from .retrieval import TOPK, ItemSet, RetrievalGroundTruth, rank, score_submission
+from .retrieval import ItemSet, RetrievalGroundTruth, rank, score_submission, topk_percent
 
 logger = logging.getLogger(__name__)
 
@@ -131,13 +131,13 @@ class RetrievalEvaluator(DatasetEvaluator):
             with open(path, "wb") as f:
                 f.write(orjson.dumps(sub.to_json()))
         scores = score_submission(sub, RetrievalGroundTruth.from_groundtruth(gt))
+        res = {self._key: topk_percent(scores)}
         logger.info(
             f"Retrieval on {self._name} ({'ground-truth' if self._gt_boxes else 'detected'} "
-            f"boxes): {len(queries.image)} queries, {len(gallery.image)} gallery items, "
-            f"{scores['num_represented']}/{scores['num_queries']} ground-truth queries "
-            f"represented.\n" + tables.markdown_tables({self._key: scores}, 1.0)
+            f"boxes): {len(queries.image)} query boxes, {len(gallery.image)} gallery items, "
+            f"{scores['num_represented']}/{scores['num_queries']} paired items represented.\n"
+            + tables.markdown_tables(res)
         )
-        res = {self._key: {f"top{k}": 100 * scores[f"top{k}"] for k in TOPK}}
         if self._output_dir:
             tables.save(res, self._output_dir, prefix=self._key)
         return OrderedDict(res)

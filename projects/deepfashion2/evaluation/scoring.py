@@ -24,6 +24,7 @@ import numpy as np
 from pycocotools import mask as mask_util
 
 from .. import landmarks as L
+from .boxes import coco_box_iou
 from .detections import Detections
 from .groundtruth import GroundTruth
 
@@ -203,20 +204,10 @@ def _labelled_counts(gt: GroundTruth, task: str) -> np.ndarray:
 def _similarity(task, gt, dets, order, pair_det, pair_gt) -> np.ndarray:
     d = order[pair_det]
     if task == "bbox":
-        return _box_iou(dets.boxes[d], gt.boxes[pair_gt])
+        return coco_box_iou(dets.boxes[d], gt.boxes[pair_gt])
     if task == "segm":
         return _mask_iou(gt, dets, d, pair_gt)
     return _oks(gt, dets, d, pair_gt, visible_only=task == "keypoints_vis")
-
-
-def _box_iou(db: np.ndarray, gb: np.ndarray) -> np.ndarray:
-    """pycocotools' ``bbIou`` for non-crowd pairs, element-wise over (P, 4) XYWH boxes."""
-    w = np.minimum(db[:, 0] + db[:, 2], gb[:, 0] + gb[:, 2]) - np.maximum(db[:, 0], gb[:, 0])
-    h = np.minimum(db[:, 1] + db[:, 3], gb[:, 1] + gb[:, 3]) - np.maximum(db[:, 1], gb[:, 1])
-    inter = np.where((w > 0) & (h > 0), w * h, 0.0)
-    union = db[:, 2] * db[:, 3] + gb[:, 2] * gb[:, 3] - inter
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(inter > 0, inter / union, 0.0)
 
 
 def gt_rles(gt: GroundTruth, items: np.ndarray) -> dict[int, dict]:

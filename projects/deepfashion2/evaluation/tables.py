@@ -30,7 +30,27 @@ def columns() -> list[tuple[str, str]]:
     return cols + [("overall", "")]
 
 
+# the retrieval table's row groups: (label, results key)
 RETRIEVAL_ROWS = [("detected boxes", "retrieval"), ("ground-truth boxes", "retrieval_gt_boxes")]
+RETRIEVAL_TITLE = "Consumer-to-shop clothes retrieval"
+
+
+def _rows(results: dict) -> list[tuple[str, list[tuple[str, str, str]]]]:
+    """(title, [(row label, results key, metric)]) of every table with results."""
+    out = []
+    for title, rows in TABLES:
+        rows = [r for r in rows if r[1] in results]
+        if rows:
+            out.append((title, rows))
+    rows = [
+        (f"top-{k} ({label})", key, f"top{k}")
+        for label, key in RETRIEVAL_ROWS
+        if key in results
+        for k in TOPK
+    ]
+    if rows:
+        out.append((RETRIEVAL_TITLE, rows))
+    return out
 
 
 def _cell(v) -> str:
@@ -41,26 +61,12 @@ def markdown_tables(results: dict[str, dict[str, float]], scale: float = 100.0) 
     """Markdown of every table whose tasks are in ``results`` (values divided by ``scale``)."""
     out = []
     cols = columns()
-    for title, rows in TABLES:
-        rows = [r for r in rows if r[1] in results]
-        if not rows:
-            continue
+    for title, rows in _rows(results):
         out += [f"### {title}", ""]
         out.append("| | " + " | ".join(h for h, _ in cols) + " |")
         out.append("|---" * (len(cols) + 1) + "|")
         for label, task, metric in rows:
-            vals = [results[task].get(metric + suffix) for _, suffix in cols]
-            vals = [v / scale if v is not None and not math.isnan(v) else v for v in vals]
-            out.append(f"| {label} | " + " | ".join(_cell(v) for v in vals) + " |")
-        out.append("")
-    rows = [(label, key) for label, key in RETRIEVAL_ROWS if key in results]
-    if rows:
-        out += ["### Consumer-to-shop clothes retrieval", ""]
-        out.append("| | " + " | ".join(f"top-{k}" for k in TOPK) + " |")
-        out.append("|---" * (len(TOPK) + 1) + "|")
-        for label, key in rows:
-            vals = [results[key].get(f"top{k}") for k in TOPK]
-            vals = [v / scale if v is not None and not math.isnan(v) else v for v in vals]
+            vals = [_scaled(results[task].get(metric + suffix), scale) for _, suffix in cols]
             out.append(f"| {label} | " + " | ".join(_cell(v) for v in vals) + " |")
         out.append("")
     return "\n".join(out)
@@ -88,22 +94,14 @@ def save(
 
 def table_dict(results: dict[str, dict[str, float]], scale: float = 100.0) -> dict:
     """The tables as data: {title: {row: {column: value on 0-1 or None}}}."""
-    out: dict = {}
     cols = columns()
-    for title, rows in TABLES:
-        rows = [r for r in rows if r[1] in results]
-        if rows:
-            out[title] = {
-                label: {h: _scaled(results[task].get(metric + sfx), scale) for h, sfx in cols}
-                for label, task, metric in rows
-            }
-    rows = [(label, key) for label, key in RETRIEVAL_ROWS if key in results]
-    if rows:
-        out["Consumer-to-shop clothes retrieval"] = {
-            label: {f"top-{k}": _scaled(results[key].get(f"top{k}"), scale) for k in TOPK}
-            for label, key in rows
+    return {
+        title: {
+            label: {h: _scaled(results[task].get(metric + sfx), scale) for h, sfx in cols}
+            for label, task, metric in rows
         }
-    return out
+        for title, rows in _rows(results)
+    }
 
 
 def _scaled(v, scale: float):

@@ -1,3 +1,4 @@
+from .backbone import build_basic_resnet_fpn_backbone  # noqa: F401 (registers)
 from .keypoint_head import CategoryKeypointHead, category_keypoint_loss  # noqa: F401 (registers)
 from .match_head import (
     ROI_MATCH_HEAD_REGISTRY,
@@ -8,6 +9,7 @@ from .match_head import (
 from .roi_heads import MatchROIHeads
 
 __all__ = [
+    "build_basic_resnet_fpn_backbone",
     "CategoryKeypointHead",
     "MatchEmbeddingHead",
     "MatchROIHeads",

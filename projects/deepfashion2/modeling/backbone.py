@@ -1,0 +1,52 @@
+"""
+A basic-block ResNet (the R-18/34 layout) of any width, with FPN: the backbone of the small CPU
+models trained from scratch (the demo). Detectron2's builder fixes R-18/34 at 64 channels in res2
+(``RES2_OUT_CHANNELS`` must be 64); on CPU most of a training step is spent in the backbone's
+convolutions, whose cost grows with the square of the width.
+"""
+
+from __future__ import annotations
+
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone.fpn import LastLevelMaxPool
+from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
+
+_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
+
+
+def build_basic_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
+    """``MODEL.RESNETS.DEPTH`` 18 or 34, res2 width ``RES2_OUT_CHANNELS``, doubling per stage."""
+    r = cfg.MODEL.RESNETS
+    if r.DEPTH not in _BLOCKS:
+        raise ValueError(f"basic-block ResNet: MODEL.RESNETS.DEPTH must be 18 or 34, not {r.DEPTH}")
+    stem = BasicStem(input_shape.channels, r.STEM_OUT_CHANNELS, norm=r.NORM)
+    stages, in_ch, out_ch = [], r.STEM_OUT_CHANNELS, r.RES2_OUT_CHANNELS
+    for i, n in enumerate(_BLOCKS[r.DEPTH]):
+        stride = 1 if i == 0 else 2
+        stages.append(
+            ResNet.make_stage(
+                BasicBlock,
+                n,
+                stride_per_block=[stride] + [1] * (n - 1),
+                in_channels=in_ch,
+                out_channels=out_ch,
+                norm=r.NORM,
+            )
+        )
+        in_ch, out_ch = out_ch, out_ch * 2
+    return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
+
+
+@BACKBONE_REGISTRY.register()
+def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
+    """``MODEL.BACKBONE.NAME: build_basic_resnet_fpn_backbone``; FPN as in the stock builder."""
+    return FPN(
+        bottom_up=build_basic_resnet(cfg, input_shape),
+        in_features=cfg.MODEL.FPN.IN_FEATURES,
+        out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
+        norm=cfg.MODEL.FPN.NORM,
+        top_block=LastLevelMaxPool(),
+        fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+    )
