@@ -4,7 +4,6 @@ import functools
 import http.server
 import importlib.util
 import os
-import shutil
 import threading
 
 import pytest
@@ -63,11 +62,12 @@ def test_export_serve_and_load_by_name(served, tmp_path, monkeypatch):
 
     torch.manual_seed(1)
     fresh = _model()
-    DetectionCheckpointer(fresh).load("deepfashion2://Mini-CPU.pth")
+    # the user gives the hash they trust in the path
+    DetectionCheckpointer(fresh).load(f"deepfashion2://Mini-CPU.pth?sha256={digest}")
     for k, v in trained.state_dict().items():
         assert torch.equal(v, fresh.state_dict()[k]), k
 
-    # by name, as a published checkpoint (the sha256 then comes from the model-zoo table)
+    # by name, as a published checkpoint: the sha256 is pinned in the model-zoo table
     monkeypatch.setitem(
         model_zoo.CHECKPOINTS, "DeepFashion2/Mini-CPU", {"file": "Mini-CPU.pth", "sha256": digest}
     )
@@ -76,23 +76,93 @@ def test_export_serve_and_load_by_name(served, tmp_path, monkeypatch):
     key = next(iter(trained.state_dict()))
     assert torch.equal(by_name.state_dict()[key], trained.state_dict()[key])
 
+    # offline: the verified file in the cache is used without the server
+    monkeypatch.setenv("DEEPFASHION2_MODEL_ZOO_URL", "http://127.0.0.1:9/")  # nothing listens
+    again = model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")
+    assert torch.equal(again.state_dict()[key], trained.state_dict()[key])
+    # ... but a cached file changed since is not: checked again, fetched again (and here the
+    # server is gone, so it fails instead of returning the tampered file)
+    (cached,) = [os.path.join(r, f) for r, _, fs in os.walk(tmp_path / "cache") for f in fs]
+    with open(cached, "r+b") as f:
+        f.seek(100)
+        f.write(b"tampered")
+    with pytest.raises(OSError):
+        model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")
+
+
+def _publish(folder, name, data):
+    torch.save(data, folder / name)
+    digest = model_zoo.sha256_of(str(folder / name))
+    (folder / (name + ".sha256")).write_text(digest + "  " + name + "\n")
+    return digest
+
 
 def test_corrupted_download_is_refused(served, tmp_path):
-    torch.save({"model": {"w": torch.ones(3)}}, served / "m.pth")
-    good = model_zoo.sha256_of(str(served / "m.pth"))
-    (served / "m.pth.sha256").write_text(good + "  m.pth\n")
+    good = _publish(served, "m.pth", {"model": {"w": torch.ones(3)}})
     with open(served / "m.pth", "r+b") as f:  # flip a byte after publishing
         f.seek(10)
         b = f.read(1)
         f.seek(10)
         f.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(ChecksumError, match="refusing to use it"):
-        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://m.pth")
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load(f"deepfashion2://m.pth?sha256={good}")
     cached = [f for _, _, fs in os.walk(tmp_path / "cache") for f in fs]
     assert cached == []  # nothing half-verified left behind
-    shutil.copy(served / "m.pth", served / "n.pth")  # no .sha256 published at all
-    with pytest.raises(ChecksumError, match="no known sha256"):
-        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://n.pth")
+
+
+def test_a_hash_from_the_server_is_never_trusted(served, tmp_path, monkeypatch):
+    # the file and its matching .sha256 both come from the server: that proves nothing
+    _publish(served, "m.pth", {"model": {"w": torch.ones(3)}})
+    with pytest.raises(ChecksumError, match="no trusted sha256"):
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://m.pth")
+    # a hash the user lists in a trusted file is
+    listing = tmp_path / "trusted.txt"
+    listing.write_text((served / "m.pth.sha256").read_text())
+    monkeypatch.setenv("DEEPFASHION2_TRUSTED_SHA256", str(listing))
+    model = torch.nn.Linear(3, 1)
+    DetectionCheckpointer(model).load("deepfashion2://m.pth")
+
+
+class _Evil:
+    """Unpickling this runs code: it creates the file named by the environment variable."""
+
+    def __reduce__(self):
+        return (open, (os.environ["DF2_TEST_MARKER"], "w"))
+
+
+def test_pickle_formats_are_refused_and_run_nothing(served, tmp_path, monkeypatch):
+    import pickle
+
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv("DF2_TEST_MARKER", str(marker))
+    (served / "evil.pkl").write_bytes(pickle.dumps({"model": _Evil(), "__author__": "x"}))
+    digest = model_zoo.sha256_of(str(served / "evil.pkl"))
+    (served / "evil.pkl.sha256").write_text(digest + "  evil.pkl\n")
+    for path in ("deepfashion2://evil.pkl", f"deepfashion2://evil.pkl?sha256={digest}"):
+        with pytest.raises(ValueError, match="refused"):
+            DetectionCheckpointer(torch.nn.Linear(3, 1)).load(path)
+    assert not marker.exists()
+
+
+def test_nothing_a_path_says_leaves_the_cache(served, tmp_path):
+    outside = tmp_path / "outside"
+    for path in (
+        "deepfashion2://m.pth?sha256=" + str(outside).ljust(64, "x")[:64],
+        "deepfashion2://../m.pth?sha256=" + "0" * 64,
+        "deepfashion2:///etc/passwd",
+        "deepfashion2://m.pth?sha256=" + "0" * 64 + "&x=1",
+    ):
+        with pytest.raises(ValueError):
+            DetectionCheckpointer(torch.nn.Linear(3, 1)).load(path)
+    assert not outside.exists()
+    assert not (tmp_path / "cache").exists()
+
+
+def test_no_made_up_default_location(monkeypatch, tmp_path):
+    monkeypatch.delenv("DEEPFASHION2_MODEL_ZOO_URL", raising=False)
+    monkeypatch.setenv("DEEPFASHION2_CACHE", str(tmp_path))
+    with pytest.raises(RuntimeError, match="set \\$DEEPFASHION2_MODEL_ZOO_URL"):
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://m.pth?sha256=" + "0" * 64)
 
 
 def test_unknown_names():

@@ -11,7 +11,6 @@ Train and evaluate DeepFashion2 models with Detectron2.
 
 import logging
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup
 from detectron2.evaluation import verify_results
@@ -20,7 +19,7 @@ from detectron2.utils.logger import setup_logger
 
 from deepfashion2 import add_deepfashion2_config
 from deepfashion2.data.builtin import set_lenient
-from deepfashion2.engine import Trainer, launch
+from deepfashion2.engine import DeepFashion2Checkpointer, Trainer, launch
 
 
 def setup(args):
@@ -40,7 +39,7 @@ def main(args):
     cfg = setup(args)
     if args.eval_only:
         model = Trainer.build_model(cfg)
-        DetectionCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+        DeepFashion2Checkpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
             cfg.MODEL.WEIGHTS, resume=args.resume
         )
         res = Trainer.test(cfg, model)

@@ -1,4 +1,5 @@
+from .checkpoint import DeepFashion2Checkpointer
 from .launch import launch
 from .trainer import Trainer
 
-__all__ = ["Trainer", "launch"]
+__all__ = ["DeepFashion2Checkpointer", "Trainer", "launch"]

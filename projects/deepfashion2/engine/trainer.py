@@ -15,6 +15,7 @@ from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
 from detectron2.utils import comm
 
+from .. import compat
 from ..data.mapper import DeepFashion2Mapper
 from ..data.samplers import PairTrainingSampler
 from ..evaluation import (
@@ -23,7 +24,7 @@ from ..evaluation import (
     RetrievalEvaluator,
     tables,
 )
-from . import launch as _launch  # noqa: F401  (CPU-safe create_ddp_model)
+from .checkpoint import DeepFashion2Checkpointer
 
 
 def build_train_dataset_dicts(cfg) -> list[dict]:
@@ -55,17 +56,34 @@ def labelled_landmarks(record: dict) -> int:
 
 
 class Trainer(DefaultTrainer):
+    """
+    ``DefaultTrainer`` with the DeepFashion2 mapper, training set, pair sampler and evaluators, and
+    the Detectron2 back-ports of :mod:`deepfashion2.compat` (applied here, where training starts).
+    """
+
+    def __init__(self, cfg):
+        compat.apply_backports()
+        with compat.cpu_ddp():
+            super().__init__(cfg)
+
+    def build_hooks(self):
+        # DefaultTrainer.__init__ creates a DetectionCheckpointer just before this call; the hooks
+        # (periodic checkpoints) and resume_or_load use ours: atomic writes, safe --resume
+        old = self.checkpointer
+        self.checkpointer = DeepFashion2Checkpointer(old.model, old.save_dir, **old.checkpointables)
+        return super().build_hooks()
+
     # Detectron2 v0.6 checkpoints only the iteration and the scheduler: the optimizer state (SGD
-    # momentum) is lost on --resume. Save and restore the inner trainer's state like Detectron2's
-    # main branch does (DefaultTrainer.state_dict / load_state_dict with "_trainer").
+    # momentum) is lost on --resume. Save and restore the inner trainer's state as the main
+    # branch's DefaultTrainer does (``"_trainer"``).
     def state_dict(self):
         ret = super().state_dict()
-        ret["_trainer"] = self._trainer.state_dict()
+        ret.setdefault("_trainer", self._trainer.state_dict())
         return ret
 
     def load_state_dict(self, state_dict):
         super().load_state_dict(state_dict)
-        if "_trainer" in state_dict:
+        if "_trainer" in state_dict and not compat.trainer_saves_optimizer():
             self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod

@@ -6,11 +6,11 @@ Model-zoo style access to DeepFashion2 configs and trained weights, like ``detec
     model = model_zoo.get("DeepFashion2/Mini-CPU", trained=True)
 
 Checkpoints are named ``deepfashion2://<file>``; the prefix resolves against
-``$DEEPFASHION2_MODEL_ZOO_URL`` (default: the project's release location) and the download is
-verified against its sha256 before use (see :mod:`.handler`).
+``$DEEPFASHION2_MODEL_ZOO_URL`` and the file is verified against a trusted sha256 (pinned in the
+table below, or given by the user) every time it is used (see :mod:`.handler`).
 """
 
-from .handler import DEFAULT_BASE_URL, ChecksumError, DeepFashion2Handler, sha256_of
+from .handler import ChecksumError, DeepFashion2Handler, sha256_of
 from .model_zoo import (
     CHECKPOINTS,
     get,
@@ -22,7 +22,6 @@ from .model_zoo import (
 __all__ = [
     "CHECKPOINTS",
     "ChecksumError",
-    "DEFAULT_BASE_URL",
     "DeepFashion2Handler",
     "get",
     "get_checkpoint_url",

@@ -1,0 +1,119 @@
+"""
+Checkpoints under faults and hostile input: atomic writes (a run SIGKILLed while it saves), and
+``--resume`` that only follows ``last_checkpoint`` into OUTPUT_DIR and never unpickles.
+"""
+
+import os
+import pickle
+import subprocess
+import sys
+
+import pytest
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.engine import default_argument_parser
+from test_training import CONFIG, ROOT, TRAIN, tiny_opts, train_net
+
+from deepfashion2.data import register_deepfashion2
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_split(synthetic_split):
+    register_deepfashion2(
+        TRAIN, os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
+    )
+    yield
+    DatasetCatalog.remove(TRAIN)
+    MetadataCatalog.remove(TRAIN)
+
+
+def _opts(out):
+    return tiny_opts(out, 6, "SOLVER.CHECKPOINT_PERIOD", "4", "MODEL.MATCH_ON", "False",
+                     "MODEL.ROI_HEADS.NAME", "StandardROIHeads")  # fmt: skip
+
+
+def _resumed(out):
+    args = default_argument_parser().parse_args(["--config-file", CONFIG, "--resume"] + _opts(out))
+    trainer = train_net.Trainer(train_net.setup(args))
+    trainer.resume_or_load(resume=True)
+    return trainer
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, (os.environ["DF2_TEST_MARKER"], "w"))
+
+
+def test_resume_never_follows_last_checkpoint_out_of_output_dir(tmp_path, monkeypatch, capfd):
+    out = tmp_path / "run"
+    train_net.main(default_argument_parser().parse_args(["--config-file", CONFIG] + _opts(out)))
+    marker = tmp_path / "payload-ran"
+    monkeypatch.setenv("DF2_TEST_MARKER", str(marker))
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": _Payload(), "__author__": "x"}))
+    (out / "last_checkpoint").write_text(str(evil))  # an absolute path outside OUTPUT_DIR
+    trainer = _resumed(out)
+    assert not marker.exists()
+    assert trainer.start_iter == 6  # the newest intact checkpoint of the folder: model_final
+    assert "not a checkpoint file of" in capfd.readouterr().out
+    # a pickle payload inside OUTPUT_DIR, under a checkpoint's name: read with weights_only
+    (out / "model_final.pth").write_bytes(pickle.dumps({"model": _Payload()}))
+    (out / "last_checkpoint").write_text("model_final.pth")
+    trainer = _resumed(out)
+    assert not marker.exists() and trainer.start_iter == 4  # fell back to model_0000003
+
+
+KILLER = """
+import os, signal, sys
+import torch
+sys.path.insert(0, {tools!r})
+import train_net
+from detectron2.engine import default_argument_parser
+from deepfashion2.data import register_deepfashion2
+
+register_deepfashion2({train!r}, {annos!r}, {images!r})
+stock = torch.save
+
+def save(obj, f, *a, **k):
+    name = os.readlink(f"/proc/self/fd/{{f.fileno()}}") if hasattr(f, "fileno") else str(f)
+    if "model_final" in name:  # killed while the final checkpoint is half written
+        f.write(b"PK\\x03\\x04 half a checkpoint")
+        f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return stock(obj, f, *a, **k)
+
+torch.save = save
+args = default_argument_parser().parse_args(["--config-file", {config!r}] + {opts!r})
+train_net.main(args)
+"""
+
+
+def test_a_run_killed_while_saving_resumes_from_intact_files(tmp_path, synthetic_split):
+    out = tmp_path / "run"
+    script = tmp_path / "killed.py"
+    script.write_text(
+        KILLER.format(
+            tools=os.path.join(ROOT, "tools"), train=TRAIN, config=CONFIG, opts=_opts(out),
+            annos=os.path.join(synthetic_split, "annos"),
+            images=os.path.join(synthetic_split, "image"),
+        )  # fmt: skip
+    )
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=600)
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    # the kill hit model_final.pth: nothing of it, and last_checkpoint still names the intact one
+    assert not (out / "model_final.pth").exists()
+    assert (out / "last_checkpoint").read_text() == "model_0000003.pth"
+    torch.load(out / "model_0000003.pth", weights_only=True)  # intact
+    trainer = _resumed(out)
+    assert trainer.start_iter == 4
+    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]  # the half file is cleaned up
+    trainer.train()
+    assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 5
+
+
+def test_resume_skips_a_truncated_checkpoint(tmp_path, capfd):
+    out = tmp_path / "run"
+    train_net.main(default_argument_parser().parse_args(["--config-file", CONFIG] + _opts(out)))
+    (out / "model_final.pth").write_bytes(b"")  # as a full disk or an old non-atomic write leaves
+    trainer = _resumed(out)
+    assert trainer.start_iter == 4 and "Cannot resume from" in capfd.readouterr().out
