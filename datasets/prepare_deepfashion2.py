@@ -6,7 +6,7 @@ Validate a DeepFashion2 split, build its cache, optionally export it as COCO-sty
         [--lenient] [--coco-json OUT] [--retrieval-gt OUT_DIR]
 
 Exit status 1 on the first malformed file in strict mode, with the error (file, item, field) on
-stderr; 0 otherwise.
+stderr, or on a folder without annotation files; 0 otherwise (a lenient run lists what it skipped).
 """
 
 from __future__ import annotations
@@ -51,7 +51,12 @@ def main(argv: list[str] | None = None) -> int:
     except (DeepFashion2FormatError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{store.num_images} images, {store.num_items} items: OK")
+    if store.skips:
+        skipped = sum(store.skips.values())
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(store.skips.items()))
+        print(f"{store.num_images} images, {store.num_items} items; skipped {skipped} ({reasons})")
+    else:
+        print(f"{store.num_images} images, {store.num_items} items: OK")
     if args.coco_json:
         with open(args.coco_json, "wb") as f:
             f.write(orjson.dumps(store_to_coco(store)))

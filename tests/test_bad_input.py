@@ -136,6 +136,13 @@ CASES = [
         "segmentation",
         "segmentation: NaN or infinite",
     ),
+    (
+        "landmark_far_outside",
+        _edit_item(lambda it: it["landmarks"].__setitem__(slice(0, 3), [10_000, 5, 2])),
+        "item1",
+        "landmarks",
+        "landmarks: outside image",
+    ),
     ("scale_range", _set("scale", 4), "item1", "scale", "scale: out of range"),
     ("viewpoint_missing", _del("viewpoint"), "item1", "viewpoint", "viewpoint: missing"),
     ("item_not_object", lambda o: {**o, "item1": [1, 2]}, "item1", "item", "item: wrong type"),
@@ -260,3 +267,103 @@ def test_prepare_script_exit_status(split_copy, tmp_path):
     assert "Traceback" not in bad.stderr
     lenient = subprocess.run(args + ["--lenient"], capture_output=True, text=True)
     assert lenient.returncode == 0 and "occlusion: out of range: 1" in lenient.stderr
+
+
+def test_messages_show_numbers_as_the_file_writes_them(split_copy):
+    _damage(split_copy, _edit_item(lambda it: it["landmarks"].__setitem__(2, 5)))
+    with pytest.raises(
+        DeepFashion2FormatError, match=r"visibility of landmark 1 is 5 \(0, 1 or 2\)"
+    ):
+        _load(split_copy)
+    _damage(
+        split_copy, _edit_item(lambda it: it["landmarks"].__setitem__(slice(0, 3), [-50.5, 3, 1]))
+    )
+    with pytest.raises(DeepFashion2FormatError, match=r"landmark 1 at \(-50.5, 3\) is outside the"):
+        _load(split_copy)
+
+
+def test_prepare_refuses_a_folder_without_annotations_and_reports_skips(split_copy, tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_deepfashion2.py")
+    root = os.path.dirname(os.path.join(split_copy, "annos"))
+    for anno_dir in (root, str(tmp_path)):  # the split root, an empty folder
+        run = subprocess.run(
+            [sys.executable, script, "--anno-dir", anno_dir, "--image-dir", root + "/image"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert run.returncode == 1 and "holds no annotation files" in run.stderr
+        assert "OK" not in run.stdout and "Traceback" not in run.stderr
+    _damage(split_copy, _set("occlusion", 0))
+    run = subprocess.run(
+        [sys.executable, script, "--anno-dir", root + "/annos", "--image-dir", root + "/image",
+         "--lenient", "--no-cache"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 0 and "skipped 1 (occlusion: out of range: 1)" in run.stdout
+    assert "OK" not in run.stdout
+
+
+def test_a_truncated_image_is_named_when_training(split_copy):
+    """The header is intact (registration reads only headers); decoding fails at first use."""
+    from detectron2.config import get_cfg
+
+    from deepfashion2 import add_deepfashion2_config
+    from deepfashion2.data import DeepFashion2Mapper
+
+    img = os.path.join(split_copy, "image", FILE.replace(".json", ".jpg"))
+    data = open(img, "rb").read()
+    open(img, "wb").write(data[: len(data) // 3])
+    (d,) = [x for x in _load(split_copy) if x["file_name"] == img]  # registers fine
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Mini-CPU.yaml"))
+    with pytest.raises(DeepFashion2FormatError, match=f"{img}: image: cannot decode"):
+        DeepFashion2Mapper(cfg, is_train=True)(d)
+
+
+def _evaluate(*argv):
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "evaluate.py")
+    spec = importlib.util.spec_from_file_location("evaluate_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    return tool.main(list(argv))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b'[{"image_id": 5, "category_id": 1, "bbox": [1, 2', "invalid JSON"),
+        (b"", "empty file"),
+        (b'[{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4], "score": NaN}]', "NaN and In"),
+        (b"[]", "holds no results"),
+        (b'[{"image_id": 1e20, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}]',
+         "entry 0, field 'image_id': expected an integer"),
+        (b'[{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3], "score": 1}]',
+         "entry 0, field 'bbox'"),
+    ],
+)  # fmt: skip
+def test_evaluate_tool_names_the_bad_file_in_one_line(split_copy, tmp_path, content, message):
+    good = tmp_path / "good.json"
+    good.write_text('[{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}]')
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(content)
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    with pytest.raises(SystemExit) as e:
+        _evaluate("--anno-dir", annos, "--image-dir", images, "--results", str(good), str(bad))
+    text = str(e.value.code)
+    assert text.startswith(f"error: {bad}") and message in text and "\n" not in text
+
+
+def test_evaluate_command_exits_1_with_one_line(split_copy, tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b"[]")
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    script = os.path.join(os.path.dirname(__file__), "..", "tools", "evaluate.py")
+    run = subprocess.run(
+        [sys.executable, script, "--anno-dir", annos, "--image-dir", images, "--results",
+         str(bad)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.stderr.strip().splitlines()[-1].startswith(f"error: {bad}")

@@ -157,12 +157,118 @@ def test_cache_is_used_and_invalidated(split_copy, tmp_path, monkeypatch):
     # a removed annotation file too
     os.remove(os.path.join(annos, "000024.json"))
     assert len(load_deepfashion2(annos, images, cache_dir=cache)) == 23 and len(calls) == 3
-    # and a change of the image folder
-    os.rename(os.path.join(images, "000024.jpg"), os.path.join(images, "x.jpg"))
+    # an image replaced in place by one of another size: its own size, mtime and ctime change
+    from PIL import Image
+
+    img = os.path.join(images, "000023.jpg")
+    Image.new("RGB", (377, 255)).save(img)
+    d = {x["image_id"]: x for x in load_deepfashion2(annos, images, cache_dir=cache)}
+    assert len(calls) == 4 and (d[23]["width"], d[23]["height"]) == (377, 255)
     load_deepfashion2(annos, images, cache_dir=cache)
     assert len(calls) == 4
-    load_deepfashion2(annos, images, cache_dir=cache)
-    assert len(calls) == 4
+    # an annotation edited to the same size, its mtime restored: the ctime still changes
+    f = os.path.join(annos, "000005.json")
+    st = os.stat(f)
+    text = open(f).read()
+    pair = json.loads(text)["pair_id"]
+    changed = pair + 1 if pair % 10 != 9 else pair - 1  # same number of digits
+    edited = text.replace(f'"pair_id":{pair}', f'"pair_id":{changed}', 1)
+    assert len(edited) == len(text)
+    time.sleep(0.01)
+    open(f, "w").write(edited)
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert os.stat(f).st_mtime_ns == st.st_mtime_ns and os.path.getsize(f) == st.st_size
+    d = {x["image_id"]: x for x in load_deepfashion2(annos, images, cache_dir=cache)}
+    assert len(calls) == 5 and d[5]["pair_id"] == changed
+
+
+def test_the_cache_never_stops_a_load(split_copy, tmp_path, monkeypatch, caplog):
+    from deepfashion2.data import loader
+
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    calls = []
+    real = loader.parse_split
+    monkeypatch.setattr(loader, "parse_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reference = load_deepfashion2(annos, images, use_cache=False)
+    # a cache path that is a file: a warning, and the load goes on
+    blocked = tmp_path / "a-file"
+    blocked.write_text("")
+    assert load_deepfashion2(annos, images, cache_dir=str(blocked))[0]["file_name"] == (
+        reference[0]["file_name"]
+    )
+    assert "Not caching" in caplog.text
+    # a folder nobody may write (not even root)
+    assert len(load_deepfashion2(annos, images, cache_dir="/proc/self/df2-cache")) == 24
+    # a disk that fills up halfway through the write: no temporary folder is left behind
+    import errno
+
+    full = tmp_path / "full"
+    real_save = np.save
+    written = []
+
+    def save(file, arr, **kw):
+        if written:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(file)
+        return real_save(file, arr, **kw)
+
+    monkeypatch.setattr(loader.np, "save", save)
+    assert len(load_deepfashion2(annos, images, cache_dir=str(full))) == 24
+    assert os.listdir(full) == [] and "No space left" in caplog.text
+
+
+def test_a_damaged_cache_is_detected_and_rebuilt(split_copy, tmp_path, monkeypatch, caplog):
+    from deepfashion2.data import loader
+
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    cache = tmp_path / "cache"
+    calls = []
+    real = loader.parse_split
+    monkeypatch.setattr(loader, "parse_split", lambda *a, **k: calls.append(1) or real(*a, **k))
+    reference = load_split_store(annos, images, cache_dir=str(cache))
+    (folder,) = [cache / n for n in os.listdir(cache)]
+
+    def damage(how):
+        f = folder / "coords.npy"
+        if how == "missing":
+            os.remove(f)
+        elif how == "truncated":
+            data = f.read_bytes()
+            f.write_bytes(data[: len(data) // 2])
+        else:  # one flipped bit: same size
+            data = bytearray(f.read_bytes())
+            data[-3] ^= 0x10
+            f.write_bytes(bytes(data))
+
+    for n, how in enumerate(("bitflip", "truncated", "missing"), start=2):
+        damage(how)
+        store = load_split_store(annos, images, cache_dir=str(cache))
+        assert len(calls) == n, how  # detected: parsed again ...
+        assert np.array_equal(store.coords, reference.coords)  # ... never served damaged
+        assert "Damaged cache" in caplog.text
+        load_split_store(annos, images, cache_dir=str(cache))
+        assert len(calls) == n  # ... and repaired
+
+
+def test_temporary_folders_of_killed_loads_are_removed(split_copy, tmp_path):
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    # a load killed while writing (its pid is gone), and one still running (this process)
+    dead = cache / ".tmp-999999999-abc"
+    dead.mkdir()
+    (dead / "coords.npy").write_bytes(b"x" * 100)
+    alive = cache / f".tmp-{os.getpid()}-def"
+    alive.mkdir()
+    load_split_store(annos, images, cache_dir=str(cache))
+    assert not dead.exists() and alive.exists()
+
+
+def test_the_cache_switch(split_copy, tmp_path, monkeypatch):
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    monkeypatch.setenv("DF2_CACHE", "0")
+    load_split_store(annos, images, cache_dir=str(tmp_path / "c"))
+    assert not (tmp_path / "c").exists()
 
 
 def test_registration_and_metadata(synthetic_split):
@@ -200,3 +306,76 @@ def test_image_folder_for_the_test_split(synthetic_split):
     dicts = load_image_folder(os.path.join(synthetic_split, "image"))
     assert len(dicts) == 24 and "annotations" not in dicts[0]
     assert dicts[0]["image_id"] == 1 and dicts[0]["height"] > 0
+
+
+WORKERS = """
+import os, sys, threading, time, multiprocessing
+from deepfashion2.data import loader
+
+def slow(*args):
+    time.sleep(120)  # a long parse
+
+loader._parse_chunk = slow
+loader._CHUNK = 1
+
+def report():
+    while len(multiprocessing.active_children()) < 2:
+        time.sleep(0.05)
+    with open(sys.argv[3] + ".tmp", "w") as f:
+        f.write(" ".join(str(p.pid) for p in multiprocessing.active_children()))
+    os.rename(sys.argv[3] + ".tmp", sys.argv[3])
+
+threading.Thread(target=report, daemon=True).start()
+loader.load_split_store(sys.argv[1], sys.argv[2], use_cache=False, num_workers=2)
+"""
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] not in ("Z", "X")
+    except FileNotFoundError:
+        return False
+
+
+def test_parse_workers_die_with_a_killed_loader(synthetic_split, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    script, pids = tmp_path / "load.py", tmp_path / "pids"
+    script.write_text(WORKERS)
+    annos, images = os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
+    proc = subprocess.Popen([sys.executable, str(script), annos, images, str(pids)])
+    try:
+        deadline = time.time() + 120
+        while not pids.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        workers = [int(p) for p in pids.read_text().split()]
+        assert len(workers) == 2 and all(_running(p) for p in workers)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 20
+    while any(_running(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.1)
+    assert not any(_running(p) for p in workers)
+
+
+def _generate(root):
+    from deepfashion2.data.synthetic import ensure_mini_split
+
+    return ensure_mini_split("validation", root=root)
+
+
+def test_processes_generating_the_embedded_set_at_once_agree(tmp_path):
+    import multiprocessing
+
+    root = str(tmp_path / "mini")
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        outs = pool.map(_generate, [root, root])
+    assert outs[0] == outs[1]
+    assert len(os.listdir(os.path.join(outs[0], "image"))) == 120
+    assert len(os.listdir(os.path.join(outs[0], "annos"))) == 120
+    assert sorted(n for n in os.listdir(root) if not n.startswith(".")) == ["validation"]
+    assert len(load_deepfashion2(outs[0] + "/annos", outs[0] + "/image", use_cache=False)) == 120

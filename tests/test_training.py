@@ -160,6 +160,9 @@ def test_two_process_cpu_launch_ends_with_identical_weights(tmp_path, synthetic_
     assert all(torch.equal(w0[k], w1[k]) for k in w0)
     init = torch.load(str(ranks[0]) + ".init.pth", weights_only=True)
     assert any(not torch.equal(init[k], w0[k]) for k in w0)  # it did train
+    # each CPU process gets its share of the cores (all of them each: ~15x slower)
+    threads = [int((tmp_path / f"r{r}.threads").read_text()) for r in range(2)]
+    assert threads == [max(1, (os.cpu_count() or 1) // 2)] * 2
 
 
 def _rank_weights(args, paths, split):
@@ -173,6 +176,8 @@ def _rank_weights(args, paths, split):
     model = trainer.model.module if hasattr(trainer.model, "module") else trainer.model
     assert hasattr(trainer.model, "module"), "DDP was not used"
     path = paths[comm.get_rank()]
+    with open(path + ".threads", "w") as f:
+        f.write(str(torch.get_num_threads()))
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".init.pth")
     trainer.train()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".pth")

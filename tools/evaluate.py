@@ -21,24 +21,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
-import orjson
-
-from deepfashion2.data import load_deepfashion2
+from deepfashion2.data import DeepFashion2FormatError, load_deepfashion2
 from deepfashion2.evaluation import (
     GroundTruth,
+    ResultFormatError,
     RetrievalGroundTruth,
     Submission,
     evaluate,
     score_submission,
     tables,
 )
-from deepfashion2.evaluation.detections import load_result_files
+from deepfashion2.evaluation.detections import load_result_files, read_json
 from deepfashion2.evaluation.retrieval import topk_percent
+from deepfashion2.evaluation.tables import json_safe
 
 
 def parse_args(argv=None):
@@ -53,11 +52,6 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def _read(path: str):
-    with open(path, "rb") as f:
-        return orjson.loads(f.read())
-
-
 def is_retrieval_submission(entries) -> bool:
     return (
         bool(entries)
@@ -68,33 +62,50 @@ def is_retrieval_submission(entries) -> bool:
 
 
 def main(argv=None) -> dict:
+    """Scores the files; bad input ends with one line naming the file, entry and field."""
     args = parse_args(argv)
+    try:
+        return run(args)
+    except (ResultFormatError, DeepFashion2FormatError, OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+def run(args) -> dict:
     start = time.perf_counter()
-    retrieval = [p for p in args.results if is_retrieval_submission(_read(p))]
-    detection = [p for p in args.results if p not in retrieval]
-    if len(retrieval) > 1:
-        raise SystemExit(f"more than one retrieval submission: {retrieval}")
     if bool(args.query_gt) != bool(args.gallery_gt):
-        raise SystemExit("--query-gt and --gallery-gt go together")
+        raise ValueError("--query-gt and --gallery-gt go together")
+    files = {path: read_json(path) for path in args.results}  # each file parsed once
+    for path, entries in files.items():
+        if isinstance(entries, list) and not entries:
+            raise ResultFormatError(path, None, "<top level>", "holds no results: nothing to score")
+    retrieval = [p for p, e in files.items() if is_retrieval_submission(e)]
+    detection = {p: e for p, e in files.items() if p not in retrieval}
+    if len(retrieval) > 1:
+        raise ValueError(f"more than one retrieval submission: {retrieval}")
     need_split = detection or (retrieval and not args.query_gt)
     if need_split and not (args.anno_dir and args.image_dir):
-        raise SystemExit("--anno-dir and --image-dir are needed for these results")
+        raise ValueError("--anno-dir and --image-dir are needed for these results")
     gt = (
         GroundTruth.from_dicts(load_deepfashion2(args.anno_dir, args.image_dir))
         if need_split
         else None
     )
+    if gt is not None and not gt.num_items:
+        raise ValueError(f"{args.anno_dir}: the split holds no annotated items")
     results = (
         tables.to_detectron2(evaluate(gt, load_result_files(detection, gt))) if detection else {}
     )
     if retrieval:
         if args.query_gt:
             rgt = RetrievalGroundTruth.from_official(
-                _read(args.query_gt), _read(args.gallery_gt), args.query_gt, args.gallery_gt
+                read_json(args.query_gt), read_json(args.gallery_gt), args.query_gt, args.gallery_gt
             )
         else:
             rgt = RetrievalGroundTruth.from_groundtruth(gt)
-        scores = score_submission(Submission.from_json(_read(retrieval[0]), retrieval[0]), rgt)
+        if not rgt.num_queries:
+            raise ValueError("the retrieval ground truth holds no query with style > 0")
+        path = retrieval[0]
+        scores = score_submission(Submission.from_json(files[path], path), rgt)
         results["retrieval"] = topk_percent(scores)
         print(
             f"retrieval: {scores['num_represented']} of {scores['num_queries']} paired query "
@@ -105,12 +116,9 @@ def main(argv=None) -> dict:
     print(tables.markdown_tables(results))
     print(f"({time.perf_counter() - start:.1f} s)", file=sys.stderr)
     if args.output_json:
-        clean = {
-            t: {k: None if math.isnan(v) else v for k, v in r.items()} for t, r in results.items()
-        }
         os.makedirs(os.path.dirname(os.path.abspath(args.output_json)), exist_ok=True)
         with open(args.output_json, "w") as f:
-            json.dump(clean, f, indent=1)
+            json.dump(json_safe(results), f, indent=1)
     if args.output_dir:
         tables.save(results, args.output_dir)
     return results

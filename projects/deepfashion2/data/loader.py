@@ -2,17 +2,35 @@
 Load a DeepFashion2 split (``annos/*.json`` + ``image/*.jpg``) as Detectron2 dataset dicts.
 
 Parsing runs in parallel worker processes (orjson for the JSON, ``imagesize`` to read image sizes
-from the file header without decoding pixels); the result is cached as one ``.npz`` per split so
-that a later registration, in a new process, only loads flat arrays.
+from the file header without decoding pixels); the result is cached as one folder of ``.npy``
+arrays per split, so that a later registration, in a new process, only maps flat arrays.
+
+The cache is an optimisation that never changes a result and never stops a load:
+
+- it is keyed by (name, size, mtime, ctime) of every annotation file and of every image it
+  names. A stat per file is cheap (no file is read); ctime cannot be set back by a user (``touch``
+  and ``os.utime`` set it to now), so an edit whose mtime is restored is still seen, and an image
+  replaced in place by one of another size changes its own key;
+- each array's size and CRC-32 are recorded at write time and checked at load: a truncated,
+  missing or bit-flipped array is detected, the cache removed and rebuilt;
+- it is written to a temporary folder that is renamed into place; a write that fails (a read-only
+  or full disk, a cache path that is a file) is reported as a warning and the load goes on without
+  it; the temporary folders of processes that died while writing are removed by the next load;
+- ``use_cache=False``, ``DF2_CACHE=0`` in the environment or ``DEEPFASHION2.CACHE False`` turn it
+  off for every entry point.
 """
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import json
 import logging
 import os
 import shutil
+import signal
 import tempfile
+import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
 
@@ -25,7 +43,8 @@ from .store import SplitStore
 logger = logging.getLogger(__name__)
 
 # Bump when the parser or the store layout changes: old cache files are then ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+MANIFEST = "manifest.json"
 _CHUNK = 512
 
 
@@ -33,19 +52,51 @@ def default_cache_dir() -> str:
     return os.path.expanduser(os.environ.get("DF2_CACHE_DIR", "~/.cache/deepfashion2/splits"))
 
 
-def _list_annotations(anno_dir: str) -> tuple[list[str], str]:
-    """Sorted ``*.json`` names of the folder and a fingerprint of (name, size, mtime) of each."""
+def cache_enabled_by_default() -> bool:
+    """``DF2_CACHE=0`` (or ``off``/``false``/``no``) turns the cache off everywhere."""
+    return os.environ.get("DF2_CACHE", "1").strip().lower() not in ("0", "off", "false", "no")
+
+
+def _fingerprint(folder: str, names=None, suffix: str = "") -> tuple[list[str], str]:
+    """
+    Sorted names of the folder's files (ending in ``suffix``, or exactly ``names``) and a digest of
+    each one's (name, size, mtime, ctime). A named file that is missing counts as such (the parse
+    reports it).
+    """
     h = hashlib.sha1()
     entries = []
-    with os.scandir(anno_dir) as it:
-        for e in it:
-            if e.name.endswith(".json") and e.is_file():
-                st = e.stat()
-                entries.append((e.name, st.st_size, st.st_mtime_ns))
+    if names is None:
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.endswith(suffix) and e.is_file():
+                    st = e.stat()
+                    entries.append((e.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+    else:
+        for name in names:
+            try:
+                st = os.stat(os.path.join(folder, name))
+                entries.append((name, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+            except OSError:
+                entries.append((name, -1, -1, -1))
     entries.sort()
-    for name, size, mtime in entries:
-        h.update(f"{name}\0{size}\0{mtime}\n".encode())
+    for e in entries:
+        h.update("\0".join(map(str, e)).encode() + b"\n")
     return [e[0] for e in entries], h.hexdigest()
+
+
+def _list_annotations(anno_dir: str) -> tuple[list[str], str]:
+    """Sorted ``*.json`` names of the folder and a fingerprint of them."""
+    return _fingerprint(anno_dir, suffix=".json")
+
+
+def _die_with_parent(parent: int) -> None:
+    """Worker initializer: a parse worker exits when the loading process dies, even by SIGKILL."""
+    try:  # Linux: the kernel sends SIGKILL to this process when its parent exits
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the parent died before the line above took effect
+        os._exit(1)
 
 
 def _parse_chunk(anno_dir: str, image_dir: str, names: list[str], lenient: bool, ext: str):
@@ -99,7 +150,9 @@ def parse_split(
                 results.append(_parse_chunk(anno_dir, image_dir, c, lenient, image_ext))
                 bar.update(len(c))
         else:
-            with ProcessPoolExecutor(num_workers) as pool:
+            with ProcessPoolExecutor(
+                num_workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+            ) as pool:
                 futures = [
                     pool.submit(_parse_chunk, anno_dir, image_dir, c, lenient, image_ext)
                     for c in chunks
@@ -127,22 +180,66 @@ def _cache_path(
     return os.path.join(cache_dir, f"{split}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:12]}")
 
 
+def _crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
+
+
+def _remove_dead_temporaries(parent: str) -> None:
+    """``.tmp-<pid>-*`` folders of loads that were killed while writing."""
+    for name in os.listdir(parent):
+        if not name.startswith(".tmp-"):
+            continue
+        pid = name.split("-")[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _save(path: str, store: SplitStore) -> None:
     """
     One ``.npy`` per array in a folder, so a later load memory-maps them (near-instant, and the
-    large polygon/landmark arrays stay file-backed instead of private memory). Written to a
-    temporary folder and renamed, so concurrent loaders never see a partial cache; older caches of
-    the same split are removed (processes that still map them keep their open files).
+    large polygon/landmark arrays stay file-backed instead of private memory), plus a manifest of
+    their sizes and CRC-32. Written to a temporary folder and renamed, so concurrent loaders never
+    see a partial cache; older caches of the same split are removed (processes that still map
+    them keep their open files). Failing to write is a warning, never an error.
     """
     parent = os.path.dirname(path)
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=".tmp-")
-    for name, arr in store.arrays().items():
-        np.save(os.path.join(tmp, name + ".npy"), arr, allow_pickle=False)
+    tmp = None
     try:
-        os.rename(tmp, path)
-    except OSError:  # another process wrote the same cache meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
+        os.makedirs(parent, exist_ok=True)
+        _remove_dead_temporaries(parent)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.getpid()}-")
+        manifest = {}
+        for name, arr in store.arrays().items():
+            file = os.path.join(tmp, name + ".npy")
+            np.save(file, arr, allow_pickle=False)
+            manifest[name] = {"size": os.path.getsize(file), "crc32": _crc32(file)}
+        with open(os.path.join(tmp, MANIFEST), "w") as f:
+            json.dump({"arrays": manifest, "skips": store.skips}, f)
+        try:
+            os.rename(tmp, path)
+        except OSError:  # another process wrote the same cache meanwhile
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp = None
+    except OSError as e:
+        logger.warning(f"Not caching the parsed split in {parent} ({e}); loading without a cache.")
+        return
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     split = os.path.basename(path).split("-")[0]
     for old in os.listdir(parent):
         if old.startswith(split + "-") and os.path.join(parent, old) != path:
@@ -150,16 +247,26 @@ def _save(path: str, store: SplitStore) -> None:
 
 
 def _load(path: str) -> SplitStore | None:
+    """The cached store, or None when there is none; a damaged cache is removed (and rebuilt)."""
+    if not os.path.isdir(path):
+        return None
     try:
-        return SplitStore(
-            **{
-                f.name: np.load(
-                    os.path.join(path, f.name + ".npy"), mmap_mode="r", allow_pickle=False
-                )
-                for f in fields(SplitStore)
-            }
-        )
-    except (OSError, ValueError):
+        with open(os.path.join(path, MANIFEST)) as f:
+            manifest = json.load(f)
+        skips, manifest = manifest["skips"], manifest["arrays"]
+        arrays = {}
+        for fld in fields(SplitStore):
+            file = os.path.join(path, fld.name + ".npy")
+            expected = manifest[fld.name]
+            if os.path.getsize(file) != expected["size"] or _crc32(file) != expected["crc32"]:
+                raise ValueError(f"{fld.name}.npy does not match its manifest")
+            arrays[fld.name] = np.load(file, mmap_mode="r", allow_pickle=False)
+        store = SplitStore(**arrays)
+        store.skips = skips
+        return store
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        logger.warning(f"Damaged cache {path} ({e}): rebuilding it.")
+        shutil.rmtree(path, ignore_errors=True)
         return None
 
 
@@ -169,21 +276,35 @@ def load_split_store(
     *,
     lenient: bool = False,
     cache_dir: str | None = None,
-    use_cache: bool = True,
+    use_cache: bool | None = None,
     num_workers: int | None = None,
     image_ext: str = ".jpg",
     progress: bool | None = None,
 ) -> SplitStore:
-    """The parsed split, from the cache when the folders have not changed since it was written."""
+    """
+    The parsed split, from the cache when none of its files has changed since it was written.
+    ``use_cache=None`` follows ``$DF2_CACHE`` (on unless set to 0).
+    """
     if not os.path.isdir(anno_dir):
         raise FileNotFoundError(f"DeepFashion2 annotation folder not found: {anno_dir}")
     if not os.path.isdir(image_dir):
         raise FileNotFoundError(f"DeepFashion2 image folder not found: {image_dir}")
+    if use_cache is None:
+        use_cache = cache_enabled_by_default()
     names, fingerprint = _list_annotations(anno_dir)
-    # the image folder's mtime changes when images are added, removed or renamed
-    fingerprint += f"|{os.stat(image_dir).st_mtime_ns}|{image_ext}"
-    path = _cache_path(cache_dir or default_cache_dir(), anno_dir, image_dir, lenient, fingerprint)
+    if not names:
+        raise DeepFashion2FormatError(
+            anno_dir, None, "folder", "holds no annotation files (*.json): expected a split's "
+            "annos/ folder (e.g. validation/annos)", "folder: empty",
+        )  # fmt: skip
+    path = None
     if use_cache:
+        # every image an annotation names: a replaced image changes its size, mtime and ctime
+        images = [n[: -len(".json")] + image_ext for n in names]
+        fingerprint += "|" + _fingerprint(image_dir, images)[1] + f"|{image_ext}"
+        path = _cache_path(
+            cache_dir or default_cache_dir(), anno_dir, image_dir, lenient, fingerprint
+        )
         store = _load(path)
         if store is not None:
             logger.info(f"Loaded {store.num_images} images, {store.num_items} items from {path}")
@@ -197,6 +318,7 @@ def load_split_store(
         image_ext=image_ext,
         progress=progress,
     )
+    store.skips = skips
     if skips:
         summary = ", ".join(f"{k}: {v}" for k, v in sorted(skips.items(), key=lambda kv: -kv[1]))
         logger.warning(
@@ -204,7 +326,7 @@ def load_split_store(
             f"{summary}"
         )
     logger.info(f"Parsed {store.num_images} images, {store.num_items} items from {anno_dir}")
-    if use_cache:
+    if path is not None:
         _save(path, store)
     return store
 
@@ -215,7 +337,7 @@ def load_deepfashion2(
     *,
     lenient: bool = False,
     cache_dir: str | None = None,
-    use_cache: bool = True,
+    use_cache: bool | None = None,
     num_workers: int | None = None,
     image_ext: str = ".jpg",
 ) -> list[dict]:
@@ -229,8 +351,9 @@ def load_deepfashion2(
         lenient: skip bad items/files (counted per reason and logged) instead of raising
             :class:`DeepFashion2FormatError` on the first one.
         cache_dir: where the parsed split is cached (default ``$DF2_CACHE_DIR`` or
-            ``~/.cache/deepfashion2/splits``); the cache is rebuilt when any annotation file or the
-            image folder changes.
+            ``~/.cache/deepfashion2/splits``); the cache is rebuilt when any annotation file or
+            image changes.
+        use_cache: False: neither read nor write the cache (None: ``$DF2_CACHE``, on by default).
     """
     store = load_split_store(
         anno_dir,

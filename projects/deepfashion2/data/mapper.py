@@ -15,6 +15,7 @@ from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 
 from ..landmarks import expand_landmarks
+from .parse import DeepFashion2FormatError
 
 
 def expand_annotation_landmarks(annotations: list[dict]) -> list[dict]:
@@ -44,7 +45,14 @@ class DeepFashion2Mapper(DatasetMapper):
         if self.is_train and "annotations" in dataset_dict:  # test mode drops annotations
             dataset_dict = dict(dataset_dict)
             dataset_dict["annotations"] = expand_annotation_landmarks(dataset_dict["annotations"])
-        return super().__call__(dataset_dict)
+        try:
+            return super().__call__(dataset_dict)
+        except OSError as e:
+            # registration reads only image headers: a damaged file (e.g. truncated after an
+            # intact header) shows up here, where PIL's error would not name it
+            raise DeepFashion2FormatError(
+                dataset_dict["file_name"], None, "image", f"cannot decode: {e}", "image: unreadable"
+            ) from e
 
     def _transform_annotations(self, dataset_dict, transforms, image_shape):
         # The stock method with one addition: gt_match_ids, set before empty boxes are filtered.

@@ -99,6 +99,17 @@ def _is_num(x) -> bool:
     return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
 
 
+def _plain(v) -> str:
+    """A number as the file writes it (5, 5.5), not numpy's repr (np.float64(5.0))."""
+    v = float(v)
+    return str(int(v)) if v.is_integer() else repr(v)
+
+
+def _margin(side: int) -> float:
+    """How far beyond the image border a labelled landmark may lie: 5% of the side, >= 8 px."""
+    return max(8.0, 0.05 * side)
+
+
 class _ItemParser:
     """Validates one item; ``fail`` raises with file and item filled in."""
 
@@ -189,8 +200,21 @@ class _ItemParser:
             bad = int(np.flatnonzero(~np.isin(vis, (0, 1, 2)))[0])
             self.fail(
                 "landmarks",
-                f"visibility of landmark {bad + 1} is {vis[bad]!r} (0, 1 or 2)",
+                f"visibility of landmark {bad + 1} is {_plain(vis[bad])} (0, 1 or 2)",
                 "landmarks: bad visibility",
+            )
+        # labelled landmarks lie in the image; a few pixels beyond its border are tolerated
+        # (annotators click on the edge), far beyond is a corrupt coordinate
+        mx, my = _margin(self.w), _margin(self.h)
+        x, y = landmarks[:, 0], landmarks[:, 1]
+        outside = (vis > 0) & ((x < -mx) | (x > self.w + mx) | (y < -my) | (y > self.h + my))
+        if outside.any():
+            bad = int(np.flatnonzero(outside)[0])
+            self.fail(
+                "landmarks",
+                f"landmark {bad + 1} at ({_plain(x[bad])}, {_plain(y[bad])}) is outside the "
+                f"{self.w}x{self.h} image",
+                "landmarks: outside image",
             )
 
         segm = self.get("segmentation")

@@ -10,6 +10,7 @@ from it hold numpy views instead of lists of Python floats.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import ClassVar
 
 import numpy as np
 from detectron2.structures import BoxMode
@@ -39,6 +40,8 @@ class SplitStore:
     poly_ptr: np.ndarray  # (M+1,) int64 into coord_ptr
     coord_ptr: np.ndarray  # (P+1,) int64 into coords
     coords: np.ndarray  # (C,) float64, polygon coordinates as in the file
+    # items or files a lenient parse skipped, per reason (not an array: kept out of fields())
+    skips: ClassVar[dict[str, int]] = {}
 
     @property
     def num_images(self) -> int:

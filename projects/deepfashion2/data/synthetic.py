@@ -12,6 +12,7 @@ plain one. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import shutil
 from collections import deque
@@ -405,18 +406,36 @@ def mini_root() -> str:
 
 
 def ensure_mini_split(split: str, root: str | None = None, seed: int = 2019) -> str:
-    """Generate the embedded default split once (deterministic); return its folder."""
+    """
+    Generate the embedded default split once (deterministic); return its folder. Safe when
+    several processes ask at once (a multi-process launch): one generates under a file lock while
+    the others wait, and the folder appears complete or not at all.
+    """
     root = root or mini_root()
     out = os.path.join(root, split)
-    done = os.path.join(out, ".complete")
     stamp = f"generator {GENERATOR_VERSION} seed {seed}"
-    if not os.path.exists(done) or open(done).read() != stamp:
-        num, offset = MINI_SPLITS[split]
-        for sub in ("image", "annos"):  # a set from an older generator is replaced
-            shutil.rmtree(os.path.join(out, sub), ignore_errors=True)
-        generate_split(out, num, seed + offset, first_id=1 + 100000 * offset)
-        with open(done, "w") as f:
-            f.write(stamp)
+
+    def done() -> bool:
+        try:
+            with open(os.path.join(out, ".complete")) as f:
+                return f.read() == stamp
+        except OSError:
+            return False
+
+    if done():
+        return out
+    os.makedirs(root, exist_ok=True)
+    with open(os.path.join(root, f".{split}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+        if not done():  # nobody generated it while this process waited
+            num, offset = MINI_SPLITS[split]
+            tmp = f"{out}.tmp-{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            generate_split(tmp, num, seed + offset, first_id=1 + 100000 * offset)
+            with open(os.path.join(tmp, ".complete"), "w") as f:
+                f.write(stamp)
+            shutil.rmtree(out, ignore_errors=True)  # a set from an older generator
+            os.rename(tmp, out)
     return out
 
 

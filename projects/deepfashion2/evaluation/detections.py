@@ -262,19 +262,27 @@ def _rle(seg, i: int, file: str, image_id: int, gt) -> dict:
     return seg
 
 
-def load_result_files(paths: list[str], gt=None) -> dict[str, Detections]:
+def read_json(path: str):
+    """A result or ground-truth file's JSON; invalid JSON is a :class:`ResultFormatError`."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        hint = " (NaN and Infinity are not JSON)" if b"NaN" in data or b"Infinity" in data else ""
+        what = "empty file" if not data.strip() else f"invalid JSON{hint}: {e}"
+        raise ResultFormatError(path, None, "<json>", what) from None
+
+
+def load_result_files(files: dict[str, list], gt=None) -> dict[str, Detections]:
     """
-    task -> detections from official result files, each file's kind recognised from its fields.
-    A file that carries several fields (e.g. Detectron2's combined box + mask results) serves
-    each of them, unless another file is dedicated to that task alone.
+    task -> detections from official result lists (``{path: entries}``, as :func:`read_json`
+    gives them), each file's kind recognised from its fields. A file that carries several fields
+    (e.g. Detectron2's combined box + mask results) serves each of them, unless another file is
+    dedicated to that task alone.
     """
     by_task: dict[str, list[tuple[int, str, Detections]]] = {}
-    for path in paths:
-        with open(path, "rb") as f:
-            try:
-                entries = orjson.loads(f.read())
-            except orjson.JSONDecodeError as e:
-                raise ResultFormatError(path, None, "<json>", f"invalid JSON: {e}") from None
+    for path, entries in files.items():
         dets = Detections.from_results(entries, path, gt)
         fields = [f for f in FIELD_TASKS if entries and f in entries[0]]
         if entries and not fields:

@@ -77,17 +77,24 @@ def to_detectron2(results: dict[str, dict[str, float]]) -> dict[str, dict[str, f
     return {t: {k: v * 100 for k, v in r.items()} for t, r in results.items()}
 
 
+def json_safe(x):
+    """A results structure for JSON: NaN (an empty subset) becomes null, recursively."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    return x
+
+
 def save(
     results: dict[str, dict[str, float]], output_dir: str, prefix: str = "deepfashion2"
 ) -> None:
     """Write ``<prefix>_metrics.json`` (the results dict, NaN as null), ``<prefix>_tables.md``."""
     os.makedirs(output_dir, exist_ok=True)
-    clean = {
-        t: {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()}
-        for t, r in results.items()
-    }
     with open(os.path.join(output_dir, f"{prefix}_metrics.json"), "w") as f:
-        json.dump(clean, f, indent=1)
+        json.dump(json_safe(results), f, indent=1)
     with open(os.path.join(output_dir, f"{prefix}_tables.md"), "w") as f:
         f.write(markdown_tables(results))
 
