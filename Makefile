@@ -3,8 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.deepfashion2-installed
 LINT_PATHS := projects tools tests bench datasets setup.py
+# Detectron2's main branch (Python sources), the other Detectron2 the project supports
+D2_MAIN ?= ../shared/detectron2_main
 
-.PHONY: setup test lint demo clean-cache
+.PHONY: setup test test-fast lint demo clean-cache
 
 setup: $(STAMP)
 
@@ -20,8 +22,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/black --check -q -l 100 $(LINT_PATHS)
 
+# CI: everything, on the installed Detectron2 v0.6, then again on Detectron2's main branch
 test: lint
 	$(PY) -m pytest -q tests
+	@if [ -d "$(D2_MAIN)/detectron2" ]; then \
+		echo "== the suite on Detectron2's main branch ($(D2_MAIN)) =="; \
+		PYTHONPATH=$(abspath $(D2_MAIN)) $(PY) -m pytest -q -p no:cacheprovider tests; \
+	else \
+		echo "$(D2_MAIN) not found: the main-branch run is skipped"; \
+	fi
+
+# the quick loop: no slow end-to-end tests, v0.6 only
+test-fast: lint
+	$(PY) -m pytest -q -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) tools/run_demo.py $(if $(DATASET),--dataset $(DATASET),)

@@ -10,7 +10,7 @@ box, an RLE mask and 294 landmarks).
 - ours: ground truth from the loader's dicts, result lists parsed, then all 4 tasks (bbox, segm,
   keypoints, keypoints_vis) on all 13 columns (IoU / OKS once per task, matching per subset).
 - straightforward: pycocotools ``COCOeval`` with the DeepFashion2 sigmas once per task per column
-  (52 runs), ground truth outside the subset ignored (``deepfashion2.evaluation.reference``).
+  (52 runs), ground truth outside the subset ignored (``bench/reference.py``).
 
 Both must agree to 1e-6 on every AP / AP50 / AP75.
 
@@ -40,11 +40,12 @@ def main() -> None:
     p.add_argument("--out", default="bench/results/evaluation.json")
     args = p.parse_args()
 
+    from reference import coco_gt_for_task, reference_ap
+    from simulate import simulate_results
+
     from deepfashion2.data import load_deepfashion2
     from deepfashion2.data.coco_export import dicts_to_coco
     from deepfashion2.evaluation import TASKS, Detections, GroundTruth, evaluate, subsets
-    from deepfashion2.evaluation.reference import coco_gt_for_task, reference_ap
-    from deepfashion2.evaluation.simulate import simulate_results
 
     n = max(1, round(VALIDATION_IMAGES * args.scale))
     work = tempfile.mkdtemp(prefix="df2-bench-eval-")

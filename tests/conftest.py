@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -8,6 +9,10 @@ import pytest
 _TMP = tempfile.mkdtemp(prefix="df2-tests-")
 os.environ.setdefault("DF2_CACHE_DIR", os.path.join(_TMP, "cache"))
 os.environ.setdefault("DF2_MINI_ROOT", os.path.join(_TMP, "mini"))
+
+# bench/ holds helpers the tests share with the benchmarks (simulated predictions, the plain
+# pycocotools route)
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 SAMPLES = os.path.join(SHARED, "df2_samples")

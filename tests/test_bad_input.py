@@ -315,7 +315,15 @@ def test_a_truncated_image_is_named_when_training(split_copy):
     (d,) = [x for x in _load(split_copy) if x["file_name"] == img]  # registers fine
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
-    cfg.merge_from_file(os.path.join(os.path.dirname(__file__), "..", "configs", "Mini-CPU.yaml"))
+    cfg.merge_from_file(
+        os.path.join(
+            os.path.dirname(__file__),
+            "..",
+            "configs",
+            "quick_schedules",
+            "Mini-CPU_instant_test.yaml",
+        )
+    )
     with pytest.raises(DeepFashion2FormatError, match=f"{img}: image: cannot decode"):
         DeepFashion2Mapper(cfg, is_train=True)(d)
 

@@ -1,9 +1,18 @@
-"""`make demo`, shortened: the same path (generate, train, four benchmarks, figures) in seconds."""
+"""
+`make demo`, shortened: the same path (data, train, the four benchmarks once, chance, report,
+figures) in about a minute, run as a user would, from another working directory.
+"""
 
 import json
 import os
+import shutil
+import subprocess
+import sys
 
-from deepfashion2.engine.demo import run_demo
+import pytest
+
+from deepfashion2.apps.demo.chance import above_chance, not_above_chance
+from deepfashion2.apps.demo.report import summary
 
 SHORT = [
     "SOLVER.MAX_ITER", "4",
@@ -18,16 +27,40 @@ SHORT = [
 ]  # fmt: skip
 
 
-def test_short_demo_leaves_every_output(tmp_path):
-    out = str(tmp_path / "demo")
-    metrics = run_demo(out, opts=SHORT, num_drawings=2)
-    saved = json.load(open(os.path.join(out, "metrics.json")))
-    for task in ("bbox", "segm", "keypoints", "keypoints_vis", "retrieval"):
+@pytest.mark.slow
+def test_short_demo_from_another_directory(tmp_path, synthetic_split):
+    # a real-format folder with one malformed item: the config's LENIENT reaches the demo's data
+    data = tmp_path / "df2"
+    for split in ("train", "validation"):
+        shutil.copytree(synthetic_split, data / split)
+    bad = data / "train" / "annos" / "000005.json"
+    obj = json.loads(bad.read_text())
+    obj["item1"]["occlusion"] = 7
+    bad.write_text(json.dumps(obj))
+    out = tmp_path / "demo"
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    code = (
+        "import sys; from deepfashion2.apps.demo import run_demo; "
+        "run_demo(sys.argv[1], sys.argv[2], opts=sys.argv[3:], num_drawings=2)"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(out), str(data), "DEEPFASHION2.LENIENT", "True", *SHORT],
+        cwd=elsewhere, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "DF2_CACHE_DIR": str(tmp_path / "cache")},
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    log = (out / "log.txt").read_text()
+    assert "skipped 1" in log  # the bad item, and only it
+    # evaluated once: one inference on detected boxes, one on ground-truth boxes
+    assert log.count("Start inference on") == 2
+    saved = json.loads((out / "metrics.json").read_text())
+    for task in ("bbox", "segm", "keypoints", "keypoints_vis", "retrieval", "retrieval_gt_boxes"):
         assert task in saved and task in saved["chance"] and task in saved["above_chance"]
-    assert "AP/occlusion:heavy" in saved["bbox"] and "top20" in saved["retrieval"]
-    assert 0 <= saved["chance"]["retrieval"]["top1"] <= saved["chance"]["retrieval"]["top20"] <= 100
-    assert saved["chance"]["bbox"]["AP"] < 1.0  # random boxes score (close to) nothing
-    tables = json.load(open(os.path.join(out, "tables.json")))
+    assert set(saved["above_chance"]["retrieval"]) == {f"top{k}" for k in (1, 5, 10, 15, 20)}
+    assert set(saved["above_chance"]["bbox"]) == {"AP", "AP50", "AP75"}
+    assert "AP/occlusion:heavy" in saved["bbox"] and "top20/occlusion:heavy" in saved["retrieval"]
+    tables = json.loads((out / "tables.json").read_text())
     assert set(tables) == {
         "Clothes detection",
         "Landmark estimation",
@@ -35,27 +68,49 @@ def test_short_demo_leaves_every_output(tmp_path):
         "Consumer-to-shop clothes retrieval",
     }
     assert len(tables["Clothes detection"]["AP"]) == 13
-    md = open(os.path.join(out, "tables.md")).read()
-    assert md.count("###") == 4
-    for f in ("subset_ap.png", "model_final.pth", "log.txt", "config.yaml"):
-        assert os.path.getsize(os.path.join(out, f)) > 0, f
-    assert len(metrics["figures"]["predictions"]) == 2
+    assert len(tables["Consumer-to-shop clothes retrieval"]) == 10  # top-k x {detected, gt}
+    for f in ("subset_ap.png", "model_final.pth", "config.yaml", "training_metrics.json"):
+        assert os.path.getsize(out / f) > 0, f
+    assert len(saved["figures"]["predictions"]) == 2
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(out))
+    assert "above chance" in run.stdout  # the verdict, said plainly
+    assert not (elsewhere / "output").exists()  # nothing written where it was started
+
+
+def test_above_chance_is_checked_for_every_metric_and_k():
+    chance = {
+        "bbox": {"AP": 0.0, "AP50": 0.1, "AP75": 0.0},
+        "retrieval": {"top1": 2.0, "top5": 9.0, "top10": 17.0, "top15": 26.0, "top20": 36.0},
+    }
+    results = {
+        "bbox": {"AP": 30.0, "AP50": 50.0, "AP75": 0.0, "AP/occlusion:heavy": 1.0},
+        # top-1 above chance, top-20 below: must be flagged
+        "retrieval": {"top1": 7.5, "top5": 12.0, "top10": 18.0, "top15": 27.0, "top20": 25.0},
+        "segm": {"AP": 5.0},  # no chance level given: not compared
+    }
+    above = above_chance(results, chance)
+    assert above == {
+        "bbox": {"AP": True, "AP50": True, "AP75": False},
+        "retrieval": {"top1": True, "top5": True, "top10": True, "top15": True, "top20": False},
+    }
+    assert not_above_chance(above) == ["bbox AP75", "retrieval top20"]
+    text = summary(results, chance, above)
+    assert "NOT above chance: bbox AP75, retrieval top20" in text
+    ok = above_chance({"bbox": {"AP": 1.0, "AP50": 1.0, "AP75": 1.0}}, chance)
+    assert "Every benchmark is above chance" in summary({}, chance, ok)
+    assert above_chance({"bbox": {"AP": float("nan")}}, chance) == {"bbox": {"AP": False}}
 
 
 def test_real_dataset_folder_is_registered_by_split(tmp_path, synthetic_split):
-    import shutil
-
-    import pytest
     from detectron2.data import DatasetCatalog
 
-    from deepfashion2.engine.demo import _register
+    from deepfashion2.apps.demo.run import register
 
     root = tmp_path / "df2"
     shutil.copytree(synthetic_split, root / "train")
     with pytest.raises(SystemExit, match="validation/annos not found"):
-        _register(str(root))
+        register(str(root))
     shutil.copytree(synthetic_split, root / "validation")
-    train, val = _register(str(root))
+    train, val = register(str(root))
     assert (train, val) == ("deepfashion2_demo_train", "deepfashion2_demo_validation")
     assert len(DatasetCatalog.get(val)) == 24

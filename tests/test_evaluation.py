@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 from pycocotools import mask as mask_util
+from reference import coco_gt_for_task, reference_ap
+from simulate import simulate_results
 
 from deepfashion2 import landmarks as L
 from deepfashion2.data import load_deepfashion2
 from deepfashion2.data.coco_export import dicts_to_coco
 from deepfashion2.evaluation import Detections, GroundTruth, ResultFormatError, evaluate, subsets
-from deepfashion2.evaluation.reference import coco_gt_for_task, reference_ap
 from deepfashion2.evaluation.scoring import _labelled_counts
-from deepfashion2.evaluation.simulate import simulate_results
 
 SHORTS = L.CATEGORY_BY_ID[7]  # 10 landmarks
 

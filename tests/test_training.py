@@ -12,7 +12,7 @@ from detectron2.engine import default_argument_parser
 from deepfashion2.data import register_deepfashion2
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
-CONFIG = os.path.join(ROOT, "configs", "Mini-CPU.yaml")
+CONFIG = os.path.join(ROOT, "configs", "quick_schedules", "Mini-CPU_instant_test.yaml")
 _spec = importlib.util.spec_from_file_location(
     "train_net", os.path.join(ROOT, "tools", "train_net.py")
 )
@@ -33,39 +33,14 @@ def tiny_split(synthetic_split):
 
 
 def tiny_opts(out, iters, *extra, test=False):
+    """The instant-test config's per-test values (its file holds the tiny schedule and sizes)."""
     return [
-        "OUTPUT_DIR",
-        str(out),
-        "DATASETS.TRAIN",
-        f"('{TRAIN}',)",
-        "DATASETS.TEST",
-        f"('{TRAIN}',)" if test else "()",
-        "SOLVER.MAX_ITER",
-        str(iters),
-        "SOLVER.IMS_PER_BATCH",
-        "2",
-        "SOLVER.WARMUP_ITERS",
-        "0",
-        "SOLVER.BASE_LR",
-        "0.01",
-        "SOLVER.CHECKPOINT_PERIOD",
-        "1000",
-        "SOLVER.STEPS",
-        "()",
-        "DATALOADER.NUM_WORKERS",
-        "0",
-        "INPUT.MIN_SIZE_TRAIN",
-        "(96,)",
-        "INPUT.MAX_SIZE_TRAIN",
-        "128",
-        "INPUT.MIN_SIZE_TEST",
-        "96",
-        "INPUT.MAX_SIZE_TEST",
-        "128",
-        "SEED",
-        "3",
+        "OUTPUT_DIR", str(out),
+        "DATASETS.TRAIN", f"('{TRAIN}',)",
+        "DATASETS.TEST", f"('{TRAIN}',)" if test else "()",
+        "SOLVER.MAX_ITER", str(iters),
         *extra,
-    ]
+    ]  # fmt: skip
 
 
 def run(argv):
@@ -181,3 +156,37 @@ def _rank_weights(args, paths, split):
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".init.pth")
     trainer.train()
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".pth")
+
+
+def test_the_config_lenient_flag_reaches_the_data(tmp_path, split_copy):
+    from deepfashion2 import model_zoo
+    from deepfashion2.data import DeepFashion2FormatError, dataset_dicts
+
+    bad = os.path.join(split_copy, "annos", "000005.json")
+    obj = json.load(open(bad))
+    obj["item1"]["occlusion"] = 7
+    json.dump(obj, open(bad, "w"))
+    name = "df2_test_lenient"
+    register_deepfashion2(
+        name, os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    )  # strict by default
+    try:
+        opts = tiny_opts(tmp_path, 2, "DATASETS.TRAIN", f"('{name}',)")
+        with pytest.raises(DeepFashion2FormatError, match="occlusion: 7 is outside 1..3"):
+            run(opts)
+        run(opts + ["DEEPFASHION2.LENIENT", "True"])  # tools/train_net.py: trains
+        assert os.path.exists(tmp_path / "model_final.pth")
+        # a model-zoo config carries the key to every place data is built from it
+        cfg = model_zoo.get_config("DeepFashion2/Mini-CPU")
+        cfg.DEEPFASHION2.LENIENT = True
+        dicts = dataset_dicts(name, cfg)
+        items = sum(k.startswith("item") for k in obj)
+        (five,) = [d for d in dicts if d["image_id"] == 5]
+        assert len(dicts) == 24 and len(five["annotations"]) == items - 1  # only the bad item
+        assert len(train_net.Trainer.build_test_loader(cfg, name)) == 24
+        cfg.DEEPFASHION2.LENIENT = False
+        with pytest.raises(DeepFashion2FormatError):
+            dataset_dicts(name, cfg)
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from deepfashion2.engine.demo import run_demo
+from deepfashion2.apps.demo import DEMO_SEED, run_demo
 
 
 def main() -> None:
@@ -18,9 +18,10 @@ def main() -> None:
     p.add_argument("--dataset", help="a real DeepFashion2 folder with <split>/{annos,image}")
     p.add_argument("--output", default="output/demo")
     p.add_argument("--config-file", help="default: Mini-CPU on CPU, R50-FPN 1x on a GPU")
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help="data order and initialisation")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args()
-    run_demo(args.output, args.dataset, args.config_file, args.opts)
+    run_demo(args.output, args.dataset, args.config_file, args.opts, seed=args.seed)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from deepfashion2 import add_deepfashion2_config
-from deepfashion2.data.builtin import set_lenient
 from deepfashion2.engine import DeepFashion2Checkpointer, Trainer, launch
 
 
@@ -31,7 +30,6 @@ def setup(args):
     default_setup(cfg, args)
     # the project's own logger (tables, pair sampling), like PointRend's train_net does
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="deepfashion2")
-    set_lenient(cfg.DEEPFASHION2.LENIENT)
     return cfg
 
 

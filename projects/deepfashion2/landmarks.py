@@ -311,6 +311,32 @@ def keypoint_connection_rules(color: tuple[int, int, int] = (255, 64, 64)) -> li
     ]
 
 
+# Coordinates. The annotation files (and the official result files) hold landmarks as integer
+# pixel indices; Detectron2 works in continuous coordinates, where pixel i spans [i, i + 1): its
+# COCO loader adds 0.5 to keypoints so that a horizontal flip is ``W - x``, and results are
+# exported with 0.5 taken off again. Only landmarks that carry a position are shifted: unlabelled
+# ones (v = 0, and a prediction's zeros outside its category) stay at exactly (0, 0).
+PIXEL_CENTRE = 0.5
+
+
+def to_continuous(landmarks: np.ndarray) -> np.ndarray:
+    """(K, 3) file convention -> Detectron2's: x, y of labelled (v > 0) landmarks + 0.5 (a copy)."""
+    out = np.array(landmarks, dtype=np.float64)
+    out[out[:, 2] > 0, :2] += PIXEL_CENTRE
+    return out
+
+
+def to_pixel_indices(landmarks: np.ndarray, placed: np.ndarray | None = None) -> np.ndarray:
+    """
+    (..., 3) Detectron2's convention -> the files': x, y - 0.5 where a landmark is ``placed``
+    (default: v > 0; predictions pass their non-zero entries). A copy.
+    """
+    out = np.array(landmarks, dtype=np.float64)
+    placed = out[..., 2] > 0 if placed is None else placed
+    out[..., :2] -= PIXEL_CENTRE * placed[..., None]
+    return out
+
+
 def expand_landmarks(category_id: int, compact: np.ndarray) -> np.ndarray:
     """(K_c, 3) landmarks of a 0-based category -> (294, 3), zeros outside its slice."""
     full = np.zeros((NUM_LANDMARKS, 3), dtype=compact.dtype)

@@ -11,6 +11,7 @@ Builtin names (registered on ``import deepfashion2``):
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
@@ -19,12 +20,6 @@ from .loader import load_deepfashion2, load_image_folder
 from .synthetic import MINI_SPLITS, ensure_mini_split
 
 EVALUATOR_TYPE = "deepfashion2"
-_LENIENT = {"value": False}
-
-
-def set_lenient(value: bool) -> None:
-    """Lenient loading for the builtin real splits (``DEEPFASHION2.LENIENT``)."""
-    _LENIENT["value"] = bool(value)
 
 
 def deepfashion2_metadata() -> dict:
@@ -41,42 +36,65 @@ def deepfashion2_metadata() -> dict:
     }
 
 
+def _loader(anno_dir: str | Callable[[], str], image_dir: str | None, lenient: bool, **kwargs):
+    """
+    The function registered in ``DatasetCatalog``: the registration's options by default (what
+    ``DatasetCatalog.get`` gives); :func:`dataset_dicts` passes a config's options instead.
+    ``anno_dir`` may be a callable giving the split folder (generated on first use).
+    """
+
+    def load(*, lenient: bool = lenient, use_cache: bool | None = None) -> list[dict]:
+        if callable(anno_dir):
+            root = anno_dir()
+            annos, images = os.path.join(root, "annos"), os.path.join(root, "image")
+        else:
+            annos, images = anno_dir, image_dir
+        return load_deepfashion2(annos, images, lenient=lenient, use_cache=use_cache, **kwargs)
+
+    load.takes_options = True
+    return load
+
+
+def dataset_dicts(name: str, cfg=None) -> list[dict]:
+    """
+    The dicts of a registered dataset. A DeepFashion2 split is loaded with the config's options
+    (``DEEPFASHION2.LENIENT``, ``DEEPFASHION2.CACHE``: off, or on unless ``$DF2_CACHE=0``); other
+    datasets come from ``DatasetCatalog`` as registered. Every entry point that builds data from a
+    config (trainer, evaluators, demo) loads through here.
+    """
+    func = DatasetCatalog[name] if name in DatasetCatalog.list() else None
+    if cfg is not None and getattr(func, "takes_options", False):
+        d2 = cfg.DEEPFASHION2
+        return func(lenient=d2.LENIENT, use_cache=None if d2.CACHE else False)
+    return DatasetCatalog.get(name)
+
+
 def register_deepfashion2(
     name: str,
     anno_dir: str | None,
     image_dir: str,
     *,
-    lenient: bool | None = None,
+    lenient: bool = False,
     cache_dir: str | None = None,
     **loader_kwargs,
 ) -> None:
     """
     Register a split under ``name``. ``anno_dir=None`` registers images only (the test split).
-    The files are read lazily, when ``DatasetCatalog.get(name)`` is first called.
-    ``lenient=None`` follows :func:`set_lenient` (the config's ``DEEPFASHION2.LENIENT``).
+    The files are read lazily, when the dicts are first asked for; ``lenient`` is the default of
+    ``DatasetCatalog.get(name)``, and a config's ``DEEPFASHION2.LENIENT`` overrides it wherever the
+    data is built from the config (:func:`dataset_dicts`).
     """
     if anno_dir is None:
         DatasetCatalog.register(name, lambda: load_image_folder(image_dir))
     else:
         DatasetCatalog.register(
-            name,
-            lambda: load_deepfashion2(
-                anno_dir,
-                image_dir,
-                lenient=_LENIENT["value"] if lenient is None else lenient,
-                cache_dir=cache_dir,
-                **loader_kwargs,
-            ),
+            name, _loader(anno_dir, image_dir, lenient, cache_dir=cache_dir, **loader_kwargs)
         )
     MetadataCatalog.get(name).set(anno_dir=anno_dir, image_dir=image_dir, **deepfashion2_metadata())
 
 
 def _register_mini(name: str, split: str) -> None:
-    def load() -> list[dict]:
-        root = ensure_mini_split(split)
-        return load_deepfashion2(os.path.join(root, "annos"), os.path.join(root, "image"))
-
-    DatasetCatalog.register(name, load)
+    DatasetCatalog.register(name, _loader(lambda: ensure_mini_split(split), None, False))
     MetadataCatalog.get(name).set(synthetic=True, **deepfashion2_metadata())
 
 

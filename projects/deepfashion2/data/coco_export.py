@@ -14,6 +14,7 @@ import os
 import numpy as np
 
 from .. import landmarks as L
+from ..utils.arrays import plain_number
 from .store import SplitStore
 
 
@@ -49,24 +50,24 @@ def dicts_to_coco(dicts: list[dict]) -> dict:
             image.update(source=d["source"], pair_id=d["pair_id"])
         images.append(image)
         for a in d.get("annotations", ()):
-            lm = a["landmarks"].copy()
-            labelled = lm[:, 2] > 0
-            lm[labelled, :2] -= 0.5  # back to the files' integer pixel indices
+            lm = L.to_pixel_indices(a["landmarks"])  # back to the files' convention
             x1, y1, x2, y2 = a["bbox"]
             w, h = x2 - x1, y2 - y1
             annotations.append(
                 {
-                    "area": _num(w * h),
-                    "bbox": [_num(x1), _num(y1), _num(w), _num(h)],
+                    "area": plain_number(w * h),
+                    "bbox": [plain_number(x1), plain_number(y1), plain_number(w), plain_number(h)],
                     "category_id": a["category_id"] + 1,
                     "id": len(annotations) + 1,
                     "pair_id": d["pair_id"],
                     "image_id": d["image_id"],
                     "iscrowd": 0,
                     "style": a["style"],
-                    "num_keypoints": int(np.count_nonzero(labelled)),
+                    "num_keypoints": int(np.count_nonzero(lm[:, 2] > 0)),
                     "keypoints": L.expand_landmarks(a["category_id"], lm).reshape(-1).tolist(),
-                    "segmentation": [[_num(v) for v in p.tolist()] for p in a["segmentation"]],
+                    "segmentation": [
+                        [plain_number(v) for v in p.tolist()] for p in a["segmentation"]
+                    ],
                 }
             )
     return {
@@ -80,8 +81,3 @@ def dicts_to_coco(dicts: list[dict]) -> dict:
 
 def store_to_coco(store: SplitStore, image_dir: str = "", image_ext: str = ".jpg") -> dict:
     return dicts_to_coco(store.to_dicts(image_dir, image_ext))
-
-
-def _num(v: float) -> int | float:
-    """Integral values as ints, like the official converter's output of integer annotations."""
-    return int(v) if float(v).is_integer() else float(v)

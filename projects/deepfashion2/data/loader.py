@@ -29,7 +29,6 @@ import logging
 import os
 import shutil
 import signal
-import tempfile
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import fields
@@ -37,6 +36,7 @@ from dataclasses import fields
 import numpy as np
 from tqdm import tqdm
 
+from ..utils.files import remove_dead_temporaries, temporary_folder
 from .parse import DeepFashion2FormatError, ParsedImage, image_id_from_name, parse_annotation
 from .store import SplitStore
 
@@ -188,26 +188,6 @@ def _crc32(path: str) -> int:
     return crc
 
 
-def _remove_dead_temporaries(parent: str) -> None:
-    """``.tmp-<pid>-*`` folders of loads that were killed while writing."""
-    for name in os.listdir(parent):
-        if not name.startswith(".tmp-"):
-            continue
-        pid = name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _save(path: str, store: SplitStore) -> None:
     """
     One ``.npy`` per array in a folder, so a later load memory-maps them (near-instant, and the
@@ -220,8 +200,8 @@ def _save(path: str, store: SplitStore) -> None:
     tmp = None
     try:
         os.makedirs(parent, exist_ok=True)
-        _remove_dead_temporaries(parent)
-        tmp = tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.getpid()}-")
+        remove_dead_temporaries(parent)
+        tmp = temporary_folder(parent)
         manifest = {}
         for name, arr in store.arrays().items():
             file = os.path.join(tmp, name + ".npy")

@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 
 from ..landmarks import ATTRIBUTES, CATEGORY_BY_ID, SOURCES
+from ..utils.arrays import plain_number
 
 ITEM_ATTRIBUTES = tuple(ATTRIBUTES)  # scale, occlusion, zoom_in, viewpoint
 
@@ -97,12 +98,6 @@ def _is_int(x) -> bool:
 
 def _is_num(x) -> bool:
     return (isinstance(x, (int, float)) and not isinstance(x, bool)) and math.isfinite(x)
-
-
-def _plain(v) -> str:
-    """A number as the file writes it (5, 5.5), not numpy's repr (np.float64(5.0))."""
-    v = float(v)
-    return str(int(v)) if v.is_integer() else repr(v)
 
 
 def _margin(side: int) -> float:
@@ -200,7 +195,7 @@ class _ItemParser:
             bad = int(np.flatnonzero(~np.isin(vis, (0, 1, 2)))[0])
             self.fail(
                 "landmarks",
-                f"visibility of landmark {bad + 1} is {_plain(vis[bad])} (0, 1 or 2)",
+                f"visibility of landmark {bad + 1} is {plain_number(vis[bad])} (0, 1 or 2)",
                 "landmarks: bad visibility",
             )
         # labelled landmarks lie in the image; a few pixels beyond its border are tolerated
@@ -212,8 +207,8 @@ class _ItemParser:
             bad = int(np.flatnonzero(outside)[0])
             self.fail(
                 "landmarks",
-                f"landmark {bad + 1} at ({_plain(x[bad])}, {_plain(y[bad])}) is outside the "
-                f"{self.w}x{self.h} image",
+                f"landmark {bad + 1} at ({plain_number(x[bad])}, {plain_number(y[bad])}) is "
+                f"outside the {self.w}x{self.h} image",
                 "landmarks: outside image",
             )
 

@@ -1,5 +1,6 @@
 """
-A parsed split as a handful of flat numpy arrays (the compact record of DESIGN.md).
+A parsed split as a handful of flat numpy arrays: the compact record (each item keeps only its own
+category's landmarks; docs/DESIGN.md).
 
 Why columnar: the train split has ~192K images and ~313K items. As nested Python lists (the
 common COCO-conversion route, with 294x3 landmarks per item) it costs ~15 GB; as flat arrays it is
@@ -15,7 +16,8 @@ from typing import ClassVar
 import numpy as np
 from detectron2.structures import BoxMode
 
-from ..landmarks import SOURCES
+from ..landmarks import SOURCES, to_continuous
+from ..utils.arrays import offsets
 from .parse import ParsedImage
 
 
@@ -66,16 +68,16 @@ class SplitStore:
             width=np.array([im.width for im in images], dtype=np.int32),
             source=np.array([im.source for im in images], dtype=np.int8),
             pair_id=np.array([im.pair_id for im in images], dtype=np.int64),
-            item_ptr=_ptr(counts),
+            item_ptr=offsets(counts),
             item_id=np.array([it.item_id for it in items], dtype=np.int32),
             category=np.array([it.category_id for it in items], dtype=np.int8),
             style=np.array([it.style for it in items], dtype=np.int32),
             attributes=np.array([it.attributes for it in items], dtype=np.int8).reshape(-1, 4),
             bbox=np.array([it.bbox for it in items], dtype=np.float64).reshape(-1, 4),
-            lm_ptr=_ptr(np.array([len(it.landmarks) for it in items], dtype=np.int64)),
+            lm_ptr=offsets(np.array([len(it.landmarks) for it in items], dtype=np.int64)),
             landmarks=_cat([it.landmarks for it in items], (0, 3)),
-            poly_ptr=_ptr(np.array([len(it.polygons) for it in items], dtype=np.int64)),
-            coord_ptr=_ptr(np.array([len(p) for p in polys], dtype=np.int64)),
+            poly_ptr=offsets(np.array([len(it.polygons) for it in items], dtype=np.int64)),
+            coord_ptr=offsets(np.array([len(p) for p in polys], dtype=np.int64)),
             coords=_cat(polys, (0,)),
         )
 
@@ -105,9 +107,7 @@ class SplitStore:
         +0.5 makes them continuous coordinates, so a horizontal flip is ``W - x``). Polygons are
         kept as in the file (they already are continuous coordinates).
         """
-        lms = np.array(self.landmarks)  # a private copy: the +0.5 shift is applied below
-        labelled = lms[:, 2] > 0
-        lms[labelled, :2] += 0.5
+        lms = to_continuous(self.landmarks)  # a private copy, shifted
         # plain ndarray views (of the cache's memory map when loaded from it), not np.memmap
         coords = np.asarray(self.coords)
         polys = np.split(coords, self.coord_ptr[1:-1]) if len(coords) else []
@@ -154,12 +154,6 @@ class SplitStore:
             }
             dicts.append(record)
         return dicts
-
-
-def _ptr(counts: np.ndarray) -> np.ndarray:
-    out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
-    return out
 
 
 def _cat(arrays: list[np.ndarray], empty_shape: tuple) -> np.ndarray:

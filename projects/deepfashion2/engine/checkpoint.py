@@ -19,11 +19,12 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+
+from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -39,21 +40,6 @@ _UNREADABLE = (
     pickle.UnpicklingError,
     zipfile.BadZipFile,
 )
-
-
-def atomic_write(path: str, write, mode: str = "wb") -> None:
-    """Write ``path`` through ``write(file)``: a temporary file, fsync, then rename over it."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        os.remove(tmp)
-        raise
 
 
 class DeepFashion2Checkpointer(DetectionCheckpointer):

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import itertools
 import logging
 import os
 
+import torch
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
     build_detection_train_loader,
-    get_detection_dataset_dicts,
+)
+from detectron2.data.build import (
+    check_metadata_consistency,
+    filter_images_with_only_crowd_annotations,
+    load_proposals_into_dataset,
+    print_instances_class_histogram,
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from .. import compat
+from ..data import dataset_dicts
 from ..data.mapper import DeepFashion2Mapper
 from ..data.samplers import PairTrainingSampler
 from ..evaluation import (
@@ -29,16 +39,24 @@ from .checkpoint import DeepFashion2Checkpointer
 
 def build_train_dataset_dicts(cfg) -> list[dict]:
     """
-    ``get_detection_dataset_dicts`` as the stock loader calls it, except the minimum-keypoints
-    filter, which counts the stock ``keypoints`` field and would drop every image with compact
-    ``landmarks``; it is applied here on the compact landmarks instead.
+    ``get_detection_dataset_dicts`` as the stock loader calls it, with two differences: each
+    DeepFashion2 split is loaded with the config's options (:func:`dataset_dicts`:
+    ``DEEPFASHION2.LENIENT``, ``CACHE``), and the minimum-landmarks filter counts the compact
+    ``landmarks`` (the stock one counts ``keypoints`` and would drop every image).
     """
-    dicts = get_detection_dataset_dicts(
-        cfg.DATASETS.TRAIN,
-        filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS,
-        min_keypoints=0,
-        proposal_files=cfg.DATASETS.PROPOSAL_FILES_TRAIN if cfg.MODEL.LOAD_PROPOSALS else None,
-    )
+    names = cfg.DATASETS.TRAIN
+    per_name = [dataset_dicts(n, cfg) for n in names]
+    for name, dicts in zip(names, per_name):
+        if not dicts:
+            raise ValueError(f"Dataset '{name}' is empty!")
+    if cfg.MODEL.LOAD_PROPOSALS:
+        per_name = [
+            load_proposals_into_dataset(d, f)
+            for d, f in zip(per_name, cfg.DATASETS.PROPOSAL_FILES_TRAIN)
+        ]
+    dicts = list(itertools.chain.from_iterable(per_name))
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
     min_landmarks = (
         cfg.MODEL.ROI_KEYPOINT_HEAD.MIN_KEYPOINTS_PER_IMAGE if cfg.MODEL.KEYPOINT_ON else 0
     )
@@ -48,6 +66,12 @@ def build_train_dataset_dicts(cfg) -> list[dict]:
         logging.getLogger(__name__).info(
             f"Removed {before - len(dicts)} images with fewer than {min_landmarks} landmarks."
         )
+    thing_classes = MetadataCatalog.get(names[0]).get("thing_classes")
+    if thing_classes is not None:
+        check_metadata_consistency("thing_classes", names)
+        print_instances_class_histogram(dicts, thing_classes)
+    if not dicts:
+        raise ValueError(f"No valid data found in {','.join(names)}.")
     return dicts
 
 
@@ -87,6 +111,24 @@ class Trainer(DefaultTrainer):
             self._trainer.load_state_dict(state_dict["_trainer"])
 
     @classmethod
+    def build_optimizer(cls, cfg, model):
+        """Detectron2's SGD, or AdamW (``SOLVER.OPTIMIZER``) with the same parameter groups."""
+        if cfg.SOLVER.OPTIMIZER == "SGD":
+            return super().build_optimizer(cfg, model)
+        if cfg.SOLVER.OPTIMIZER != "AdamW":
+            raise ValueError(f"SOLVER.OPTIMIZER: {cfg.SOLVER.OPTIMIZER!r} (SGD or AdamW)")
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
+        )
+
+    @classmethod
     def build_train_loader(cls, cfg):
         mapper = DeepFashion2Mapper(cfg, is_train=True)
         dicts = build_train_dataset_dicts(cfg)
@@ -112,7 +154,9 @@ class Trainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         return build_detection_test_loader(
-            cfg, dataset_name, mapper=DeepFashion2Mapper(cfg, is_train=False)
+            dataset=dataset_dicts(dataset_name, cfg),
+            mapper=DeepFashion2Mapper(cfg, is_train=False),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
 
     @classmethod
@@ -122,10 +166,15 @@ class Trainer(DefaultTrainer):
         if meta.get("evaluator_type") == "deepfashion2":
             tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
             tasks += ("keypoints", "keypoints_vis") if cfg.MODEL.KEYPOINT_ON else ()
-            evaluator = DeepFashion2Evaluator(dataset_name, output_folder, tasks=tasks)
+            load = functools.partial(dataset_dicts, dataset_name, cfg)
+            evaluator = DeepFashion2Evaluator(
+                dataset_name, output_folder, tasks=tasks, load_dicts=load
+            )
             if not cfg.MODEL.MATCH_ON:
                 return evaluator
-            retrieval = RetrievalEvaluator.from_config(cfg, dataset_name, output_folder)
+            retrieval = RetrievalEvaluator.from_config(
+                cfg, dataset_name, output_folder, load_dicts=load
+            )
             return DatasetEvaluators([evaluator, retrieval])
         # other datasets: the stock evaluator, given the config's OKS sigmas (the stock tool
         # does not pass them)
@@ -155,10 +204,13 @@ class Trainer(DefaultTrainer):
                 continue
             annotated = MetadataCatalog.get(name).get("anno_dir", "") is not None
             if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES and annotated:
-                evaluator = RetrievalEvaluator.from_config(cfg, name, output_folder, gt_boxes=True)
+                load = functools.partial(dataset_dicts, name, cfg)
+                evaluator = RetrievalEvaluator.from_config(
+                    cfg, name, output_folder, gt_boxes=True, load_dicts=load
+                )
                 res.update(
                     inference_on_dataset(
-                        GroundTruthBoxInference(model, name),
+                        GroundTruthBoxInference(model, name, load()),
                         cls.build_test_loader(cfg, name),
                         evaluator,
                     )

@@ -19,6 +19,7 @@ import orjson
 from pycocotools import mask as mask_util
 
 from .. import landmarks as L
+from ..utils.arrays import offsets
 
 # result field -> the tasks it is scored in
 FIELD_TASKS = {
@@ -163,20 +164,19 @@ class Detections:
             if len(bad):
                 raise ResultFormatError(file, int(bad[0]), "bbox", "negative width or height")
         if "keypoints" in fields:
-            out._set_keypoints(_numbers(entries, "keypoints", 3 * L.NUM_LANDMARKS, file))
+            out.set_keypoints(_numbers(entries, "keypoints", 3 * L.NUM_LANDMARKS, file))
         if "segmentation" in fields:
             out.masks = [
                 _rle(e["segmentation"], i, file, image_id[i], gt) for i, e in enumerate(entries)
             ]
         return out
 
-    def _set_keypoints(self, flat: np.ndarray) -> None:
+    def set_keypoints(self, flat: np.ndarray) -> None:
         """(D, 882) official keypoints -> compact slices (+ full vectors where needed)."""
         full = flat.reshape(-1, L.NUM_LANDMARKS, 3)
         cat0 = self.category - 1
         counts = L.LANDMARK_COUNT[cat0]
-        self.kp_ptr = np.zeros(len(cat0) + 1, dtype=np.int64)
-        np.cumsum(counts, out=self.kp_ptr[1:])
+        self.kp_ptr = offsets(counts)
         rows = np.repeat(np.arange(len(cat0)), counts)
         cols = np.arange(self.kp_ptr[-1]) - np.repeat(self.kp_ptr[:-1], counts)
         cols += np.repeat(L.LANDMARK_START[cat0], counts)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
 import time
 from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -49,9 +51,8 @@ def instances_to_detections(instances: Instances, image_id: int) -> Detections:
         out.masks = [mask_util.encode(np.asfortranarray(m)) for m in masks]
     if instances.has("pred_keypoints"):
         kp = instances.pred_keypoints.numpy().astype(np.float64).reshape(n, L.NUM_LANDMARKS, 3)
-        predicted = (kp != 0).any(-1)
-        kp[..., :2] -= 0.5 * predicted[..., None]
-        out._set_keypoints(kp.reshape(n, 3 * L.NUM_LANDMARKS))
+        kp = L.to_pixel_indices(kp, placed=(kp != 0).any(-1))
+        out.set_keypoints(kp.reshape(n, 3 * L.NUM_LANDMARKS))
     return out
 
 
@@ -80,8 +81,11 @@ class DeepFashion2Evaluator(DatasetEvaluator):
         *,
         tasks: tuple[str, ...] | None = None,
         distributed: bool = True,
+        load_dicts: Callable[[], list[dict]] | None = None,
     ):
+        """``load_dicts``: the split's dicts (default ``DatasetCatalog.get(dataset_name)``)."""
         self._dataset_name = dataset_name
+        self._load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
         self._output_dir = output_dir
         self._tasks = tasks
         self._distributed = distributed
@@ -111,7 +115,7 @@ class DeepFashion2Evaluator(DatasetEvaluator):
         tasks = [t for t in (self._tasks or TASKS) if t in dets.tasks]
         if self._output_dir:
             self._write_results(dets, tasks)
-        dicts = DatasetCatalog.get(self._dataset_name)
+        dicts = self._load_dicts()
         if not any("annotations" in d for d in dicts):
             logger.info(f"{self._dataset_name} has no annotations: result files written only.")
             return {}

@@ -6,6 +6,8 @@ millions). Embeddings are L2-normalised, so inner product = cosine similarity.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 
@@ -41,6 +43,27 @@ class GalleryIndex:
             self._emb = torch.from_numpy(emb)
         else:
             self._index = _build_ivf(emb, nlist, nprobe, seed)
+
+    def save(self, path: str) -> None:
+        """FAISS: the trained index (``faiss.write_index``); exact: nothing (its embeddings)."""
+        if self.kind == "faiss":
+            import faiss
+
+            faiss.write_index(self._index, path)
+
+    @classmethod
+    def load(cls, path: str | None, embeddings: np.ndarray) -> "GalleryIndex":
+        """The index :meth:`save` wrote (FAISS), or an exact one over ``embeddings``."""
+        if path is None:
+            return cls(embeddings, "exact")
+        import faiss
+
+        self = cls.__new__(cls)
+        self._index = faiss.read_index(path)
+        self.kind, self.size, self.dim = "faiss", self._index.ntotal, self._index.d
+        if self.size != len(embeddings):
+            raise ValueError(f"{path}: index of {self.size} items, gallery of {len(embeddings)}")
+        return self
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
@@ -83,3 +106,72 @@ def _build_ivf(emb: np.ndarray, nlist: int | None, nprobe: int | None, seed: int
     index.add(emb)
     index.nprobe = nprobe or max(1, min(nlist, 32))
     return index
+
+
+class GroupedIndex:
+    """
+    Ranking within the query's category (``same_category``, the benchmark's default) or over the
+    whole gallery: one :class:`GalleryIndex` per gallery category. ``search`` returns gallery row
+    numbers, so a ranking is the same whether the index was just built or loaded.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        categories: np.ndarray,
+        *,
+        same_category: bool = True,
+        kind: str = "auto",
+        exact_max: int = 200_000,
+        **ivf,
+    ):
+        self.same_category = same_category
+        self.embeddings, self.categories = embeddings, np.asarray(categories)
+        self.rows = self._groups()
+        self.indexes = {
+            c: GalleryIndex(embeddings[rows], kind, exact_max=exact_max, **ivf)
+            for c, rows in self.rows.items()
+        }
+
+    def _groups(self) -> dict[int, np.ndarray]:
+        if not self.same_category:
+            return {-1: np.arange(len(self.categories))}
+        return {int(c): np.flatnonzero(self.categories == c) for c in np.unique(self.categories)}
+
+    def search(self, queries: np.ndarray, categories: np.ndarray, k: int):
+        """(scores, rows), each (Q, k), best first; rows are gallery rows, -1 = none."""
+        q = np.asarray(queries, dtype=np.float32)
+        scores = np.full((len(q), k), -np.inf, dtype=np.float32)
+        rows = -np.ones((len(q), k), np.int64)
+        cats = np.asarray(categories) if self.same_category else np.full(len(q), -1)
+        for c in np.unique(cats).tolist():
+            index = self.indexes.get(int(c))
+            sel = cats == c
+            if index is None or not sel.any():
+                continue
+            s, ids = index.search(q[sel], k)
+            scores[sel] = s
+            rows[sel] = np.where(ids >= 0, self.rows[int(c)][np.maximum(ids, 0)], -1)
+        return scores, rows
+
+    def save(self, folder: str) -> None:
+        """Each category's FAISS index as ``<folder>/<category>.faiss`` (exact ones need none)."""
+        os.makedirs(folder, exist_ok=True)
+        for c, index in self.indexes.items():
+            index.save(os.path.join(folder, f"{c}.faiss"))
+
+    @classmethod
+    def load(
+        cls, folder: str, embeddings: np.ndarray, categories: np.ndarray, same_category: bool
+    ) -> "GroupedIndex":
+        self = cls.__new__(cls)
+        self.same_category = same_category
+        self.embeddings, self.categories = embeddings, np.asarray(categories)
+        self.rows = self._groups()
+        self.indexes = {}
+        for c, rows in self.rows.items():
+            path = os.path.join(folder, f"{c}.faiss")
+            self.indexes[c] = GalleryIndex.load(
+                path if os.path.exists(path) else None, embeddings[rows]
+            )
+        return self

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import landmarks as L
+from ..utils.arrays import offsets
 from .boxes import xyxy_to_xywh
 
 
@@ -72,15 +73,10 @@ class GroundTruth:
                 boxes.append(a["bbox"])
                 style.append(a.get("style", 0))
                 attrs.append([a[k] for k in L.ATTRIBUTES])
-                lm = np.array(a["landmarks"], dtype=np.float64)
-                labelled = lm[:, 2] > 0
-                lm[labelled, :2] -= 0.5  # back to the files' integer pixel indices
-                lms.append(lm)
+                lms.append(L.to_pixel_indices(a["landmarks"]))  # the files' convention
                 polys.append([np.asarray(p, dtype=np.float64).tolist() for p in a["segmentation"]])
         xyxy = np.array(boxes, dtype=np.float64).reshape(-1, 4)
-        counts = np.array([len(x) for x in lms], dtype=np.int64)
-        lm_ptr = np.zeros(len(lms) + 1, dtype=np.int64)
-        np.cumsum(counts, out=lm_ptr[1:])
+        lm_ptr = offsets([len(x) for x in lms])
         ids = np.array([d["image_id"] for d in dicts], dtype=np.int64)
         if len(np.unique(ids)) != len(ids):
             raise ValueError("ground truth: duplicate image ids")

@@ -36,9 +36,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import landmarks as L
+from ..utils.arrays import plain_number
 from .boxes import coco_box_iou, coco_box_iou_matrix, xyxy_to_xywh
 from .detections import ResultFormatError, entry_int, entry_number
-from .gallery import GalleryIndex
+from .gallery import GroupedIndex
 from .groundtruth import GroundTruth
 from .scoring import subsets
 
@@ -114,7 +115,13 @@ class RetrievalGroundTruth:
     def to_official(self) -> tuple[list[dict], list[dict]]:
         """The ``query_gt.json`` and ``gallery_gt.json`` lists (fields in the 2019 files' order)."""
         queries = [
-            {"style": s, "pair_id": p, "query_image_id": i, "bbox": _box_json(b), "cls": c}
+            {
+                "style": s,
+                "pair_id": p,
+                "query_image_id": i,
+                "bbox": [plain_number(v) for v in b],
+                "cls": c,
+            }
             for s, p, i, b, c in zip(
                 self.q_style.tolist(),
                 self.q_pair.tolist(),
@@ -124,7 +131,7 @@ class RetrievalGroundTruth:
             )
         ]
         gallery = [
-            {"gallery_image_id": i, "style": s, "pair_id": p, "bbox": _box_json(b)}
+            {"gallery_image_id": i, "style": s, "pair_id": p, "bbox": [plain_number(v) for v in b]}
             for i, s, p, b in zip(
                 self.g_image.tolist(),
                 self.g_style.tolist(),
@@ -133,11 +140,6 @@ class RetrievalGroundTruth:
             )
         ]
         return queries, gallery
-
-
-def _box_json(box: list[float]) -> list:
-    """Integral coordinates as ints, like the official files (and the annotation files)."""
-    return [int(v) if float(v).is_integer() else v for v in box]
 
 
 def _columns(entries: list, file: str, keys: tuple[str, ...]) -> list[np.ndarray]:
@@ -387,25 +389,19 @@ def rank(
     exact_max: int = 200_000,
 ) -> Submission:
     """Top-k gallery items of every query (by cosine similarity) as a submission."""
-    S = len(queries.image)
-    g_idx = -np.ones((S, k), np.int64)
-    groups = (
-        [(queries.cls == c, gallery.cls == c) for c in np.unique(queries.cls)]
-        if same_category
-        else [(np.ones(S, bool), np.ones(len(gallery.image), bool))]
+    index = GroupedIndex(
+        gallery.emb, gallery.cls, same_category=same_category, kind=index, exact_max=exact_max
     )
-    for q_sel, g_sel in groups:
-        g_rows = np.flatnonzero(g_sel)
-        if not len(g_rows) or not q_sel.any():
-            continue
-        idx = GalleryIndex(gallery.emb[g_rows], index, exact_max=exact_max)
-        _, ids = idx.search(queries.emb[q_sel], k)
-        g_idx[q_sel] = np.where(ids >= 0, g_rows[np.maximum(ids, 0)], -1)
-    valid = g_idx >= 0
-    if not len(gallery.image):
-        return Submission(
-            queries.image, queries.box, queries.cls, queries.score, g_idx, np.zeros((S, k, 4))
-        )
-    g_image = np.where(valid, gallery.image[np.maximum(g_idx, 0)], -1)
-    g_box = np.where(valid[..., None], gallery.box[np.maximum(g_idx, 0)], 0.0)
+    return submission_from_rows(queries, gallery, index.search(queries.emb, queries.cls, k)[1])
+
+
+def submission_from_rows(queries: ItemSet, gallery: ItemSet, rows: np.ndarray) -> Submission:
+    """A submission from (S, k) gallery row numbers (-1 = none) of each query."""
+    valid = rows >= 0
+    safe = np.maximum(rows, 0)
+    if len(gallery.image):
+        g_image = np.where(valid, gallery.image[safe], -1)
+        g_box = np.where(valid[..., None], gallery.box[safe], 0.0)
+    else:
+        g_image, g_box = rows, np.zeros((*rows.shape, 4))
     return Submission(queries.image, queries.box, queries.cls, queries.score, g_image, g_box)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections import OrderedDict
+from typing import Callable
 
 import numpy as np
 import orjson
@@ -45,8 +47,10 @@ class RetrievalEvaluator(DatasetEvaluator):
         exact_max: int = 200_000,
         gt_boxes: bool = False,
         distributed: bool = True,
+        load_dicts: Callable[[], list[dict]] | None = None,
     ):
         self._name = dataset_name
+        self._load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
         self._output_dir = output_dir
         self._max_per_image, self._min_score = max_per_image, min_score
         self._gallery_per_image = gallery_per_image
@@ -83,28 +87,17 @@ class RetrievalEvaluator(DatasetEvaluator):
                     "MODEL.MATCH_ON=True"
                 )
             if self._gt_boxes:
-                keep = torch.arange(len(inst))
-                scores = torch.ones(len(inst))
+                inst.scores = torch.ones(len(inst))
+                found, style = best_detections(inst, 0.0, len(inst)), inst.gt_style.numpy()
             else:
-                scores = inst.scores
-                keep = torch.nonzero(scores >= self._min_score).squeeze(1)
-                keep = keep[torch.argsort(scores[keep], descending=True)][: self._max_per_image]
-            self._items.append(
-                (
-                    int(inp["image_id"]),
-                    inst.pred_boxes.tensor[keep].numpy().astype(np.float64),
-                    inst.pred_classes[keep].numpy().astype(np.int64) + 1,
-                    scores[keep].numpy().astype(np.float64),
-                    inst.pred_embeddings[keep].numpy().astype(np.float32),
-                    inst.gt_style[keep].numpy() if inst.has("gt_style") else None,
-                )
-            )
+                found, style = best_detections(inst, self._min_score, self._max_per_image), None
+            self._items.append((int(inp["image_id"]), *found, style))
 
     def evaluate(self):
         items = gather_on_main(self._items, self._distributed)
         if items is None:
             return {}
-        dicts = DatasetCatalog.get(self._name)
+        dicts = self._load_dicts()
         if not any("annotations" in d for d in dicts):  # e.g. the test split: no sources
             logger.info(f"{self._name} has no annotations: retrieval not evaluated.")
             return {}
@@ -143,6 +136,22 @@ class RetrievalEvaluator(DatasetEvaluator):
         return OrderedDict(res)
 
 
+def best_detections(inst: Instances, min_score: float, limit: int) -> tuple[np.ndarray, ...]:
+    """
+    The ``limit`` best-scoring detections with score >= ``min_score`` (ties in detection order):
+    boxes (n, 4) XYXY, categories (n,) 1..13, scores (n,), embeddings (n, E). What a query photo
+    contributes; a shop photo contributes the first ``GALLERY_PER_IMAGE`` of them.
+    """
+    keep = torch.nonzero(inst.scores >= min_score).squeeze(1)
+    keep = keep[torch.argsort(inst.scores[keep], descending=True, stable=True)][:limit]
+    return (
+        inst.pred_boxes.tensor[keep].numpy().astype(np.float64),
+        inst.pred_classes[keep].numpy().astype(np.int64) + 1,
+        inst.scores[keep].numpy().astype(np.float64),
+        inst.pred_embeddings[keep].numpy().astype(np.float32),
+    )
+
+
 def _item_set(parts: list[tuple]) -> ItemSet:
     if not parts:
         return ItemSet(
@@ -159,11 +168,11 @@ class GroundTruthBoxInference(nn.Module):
     retrieval variant that isolates the embedding from the detector. Adds ``gt_style``.
     """
 
-    def __init__(self, model: nn.Module, dataset_name: str):
+    def __init__(self, model: nn.Module, dataset_name: str, dicts: list[dict] | None = None):
         super().__init__()
         self.model = model.module if hasattr(model, "module") else model
         self._gt = {}
-        for d in DatasetCatalog.get(dataset_name):
+        for d in DatasetCatalog.get(dataset_name) if dicts is None else dicts:
             annos = d.get("annotations", ())
             self._gt[d["image_id"]] = (
                 torch.tensor([a["bbox"] for a in annos], dtype=torch.float32).reshape(-1, 4),
@@ -183,4 +192,4 @@ class GroundTruthBoxInference(nn.Module):
         return self.model.inference(inputs, detected_instances=given)
 
 
-__all__ = ["RetrievalEvaluator", "GroundTruthBoxInference"]
+__all__ = ["RetrievalEvaluator", "GroundTruthBoxInference", "best_detections"]

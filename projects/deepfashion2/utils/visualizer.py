@@ -72,24 +72,37 @@ class DeepFashion2Visualizer(Visualizer):
 def retrieval_strip(
     query: Image.Image,
     query_box,
-    results: list[tuple[Image.Image, tuple, bool]],
+    results: list[tuple[Image.Image, tuple, bool | None]],
     size: int = 96,
 ) -> Image.Image:
     """
-    One row: the query crop, then the ranked gallery crops, each framed green (correct) or red.
+    One row: the query crop (framed blue), then the ranked gallery crops, each framed green
+    (correct), red (wrong) or grey (not known: a search outside a labelled split).
     ``results``: (shop image, XYXY box, correct) best first.
     """
     pad = 6
     strip = Image.new("RGB", ((size + pad) * (len(results) + 1) + pad, size + 2 * pad), "white")
-    tiles = [(query, query_box, None)] + list(results)
+    tiles = [(query, query_box, "query")] + list(results)
+    colours = {"query": (40, 40, 200), True: (30, 170, 60), False: (210, 40, 40)}
     for k, (img, box, hit) in enumerate(tiles):
         crop = img.crop(tuple(int(round(v)) for v in box)).convert("RGB")
         f = (size - 8) / max(crop.width, crop.height, 1)  # fill the tile, up or down
         crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))))
         x = pad + k * (size + pad)
-        colour = (40, 40, 200) if hit is None else ((30, 170, 60) if hit else (210, 40, 40))
         ImageDraw.Draw(strip).rectangle(
-            [x, pad, x + size - 1, pad + size - 1], outline=colour, width=3
-        )
+            [x, pad, x + size - 1, pad + size - 1], outline=colours.get(hit, (150, 150, 150)),
+            width=3,
+        )  # fmt: skip
         strip.paste(crop, (x + (size - crop.width) // 2, pad + (size - crop.height) // 2))
     return strip
+
+
+def stack_rows(rows: list[Image.Image]) -> Image.Image:
+    """Images one below the other, left-aligned, on white."""
+    width = max((r.width for r in rows), default=1)
+    out = Image.new("RGB", (width, max(1, sum(r.height for r in rows))), "white")
+    y = 0
+    for r in rows:
+        out.paste(r, (0, y))
+        y += r.height
+    return out

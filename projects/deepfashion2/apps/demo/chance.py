@@ -14,11 +14,11 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_util
 
-from .. import landmarks as L
-from .detections import Detections
-from .groundtruth import GroundTruth
-from .retrieval import TOPK
-from .scoring import TASKS, evaluate
+from ... import landmarks as L
+from ...evaluation import Detections, GroundTruth
+from ...evaluation.retrieval import TOPK
+from ...evaluation.scoring import TASKS, evaluate
+from ...utils.arrays import offsets
 
 
 def random_detections(gt: GroundTruth, per_image: int, rng: np.random.Generator) -> Detections:
@@ -38,7 +38,7 @@ def random_detections(gt: GroundTruth, per_image: int, rng: np.random.Generator)
         for x0, y0, a, b, hh, ww in zip(x, y, bw, bh, h, w)
     ]
     counts = L.LANDMARK_COUNT[cat - 1]
-    dets.kp_ptr = np.r_[0, np.cumsum(counts)]
+    dets.kp_ptr = offsets(counts)
     rows = np.repeat(np.arange(n), counts)
     kp = np.zeros((int(counts.sum()), 3))
     kp[:, 0] = x[rows] + rng.random(len(rows)) * bw[rows]
@@ -65,7 +65,7 @@ def detection_chance(
 
 def retrieval_chance(gt: GroundTruth, within_category: bool = False) -> dict[str, float]:
     """Expected top-k (0-1) of a random ranking of the shop items (of the query's category)."""
-    from .retrieval import RetrievalGroundTruth
+    from ...evaluation.retrieval import RetrievalGroundTruth
 
     rgt = RetrievalGroundTruth.from_groundtruth(gt)
     queries = np.flatnonzero(rgt.is_query)
@@ -83,3 +83,36 @@ def retrieval_chance(gt: GroundTruth, within_category: bool = False) -> dict[str
             miss = np.prod([(G - m - i) / (G - i) for i in range(min(k, G))]) if G else 1.0
             out[f"top{k}"] += (1 - max(miss, 0.0)) / len(queries)
     return out
+
+
+def chance_levels(gt: GroundTruth) -> dict[str, dict[str, float]]:
+    """
+    Chance of every benchmark on Detectron2's 0-100 scale: ``bbox``, ``segm``, ``keypoints``,
+    ``keypoints_vis`` (random boxes), ``retrieval`` and ``retrieval_gt_boxes`` (a random ranking
+    of the whole gallery), ``retrieval_within_category`` (of the query's category only).
+    """
+    out = {t: {m: 100 * v for m, v in r.items()} for t, r in detection_chance(gt).items()}
+    out["retrieval"] = {k: 100 * v for k, v in retrieval_chance(gt).items()}
+    out["retrieval_gt_boxes"] = dict(out["retrieval"])
+    out["retrieval_within_category"] = {
+        k: 100 * v for k, v in retrieval_chance(gt, within_category=True).items()
+    }
+    return out
+
+
+def above_chance(results: dict, chance: dict) -> dict[str, dict[str, bool]]:
+    """
+    For every benchmark and every metric that has a chance level (AP, AP50, AP75; top-1 ... top-20):
+    is the result strictly above it. A metric without a result (NaN) is not above chance.
+    """
+    out = {}
+    for task, metrics in results.items():
+        ref = chance.get(task)
+        if ref:
+            out[task] = {m: bool(metrics[m] > ref[m]) for m in ref if m in metrics}
+    return out
+
+
+def not_above_chance(above: dict[str, dict[str, bool]]) -> list[str]:
+    """``task metric`` of every comparison that failed, e.g. ``retrieval top20``."""
+    return [f"{task} {m}" for task, ms in above.items() for m, ok in ms.items() if not ok]

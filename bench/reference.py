@@ -15,7 +15,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from .. import landmarks as L
+from deepfashion2 import landmarks as L
 
 
 class _SubsetCOCOeval(COCOeval):

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 from pycocotools import mask as mask_util
 
-from .. import landmarks as L
-from .groundtruth import GroundTruth
+from deepfashion2 import landmarks as L
+from deepfashion2.evaluation import GroundTruth
 
 
 def simulate_results(

@@ -7,7 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
-from ..evaluation.tables import columns
+from ...evaluation.tables import columns
 
 _TASK_LABELS = {
     "bbox": "detection",
@@ -50,14 +50,14 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
     The query with the most informative ranking (a hit within ``top`` if there is one) and its
     top ``top`` shop results, hits framed green. Returns False when nothing could be drawn.
     """
-    from ..evaluation.groundtruth import GroundTruth
-    from ..evaluation.retrieval import (
+    from ...evaluation.groundtruth import GroundTruth
+    from ...evaluation.retrieval import (
         RetrievalGroundTruth,
         Submission,
         assign_representatives,
         gallery_hits,
     )
-    from .visualizer import retrieval_strip
+    from ...utils.visualizer import retrieval_strip
 
     if not submission:
         return False
@@ -100,8 +100,8 @@ def draw_predictions(
     from detectron2.engine import DefaultPredictor
     from torchvision.ops import nms
 
-    from ..data.builtin import deepfashion2_metadata
-    from .visualizer import DeepFashion2Visualizer
+    from ...data.builtin import deepfashion2_metadata
+    from ...utils.visualizer import DeepFashion2Visualizer
 
     os.makedirs(out_dir, exist_ok=True)
     cfg = cfg.clone()
@@ -119,3 +119,29 @@ def draw_predictions(
         vis.draw_instance_predictions(inst).save(os.path.join(out_dir, name))
         paths.append(os.path.join(out_dir, name))
     return paths
+
+
+def draw_all(cfg, results: dict, chance: dict, dicts: list, output_dir: str, num: int) -> dict:
+    """Every figure of the demo; returns their paths relative to ``output_dir``."""
+    import json
+    import shutil
+
+    ap01 = {t: {m: v / 100 for m, v in r.items()} for t, r in chance.items()}
+    plot_subset_ap(results, os.path.join(output_dir, "subset_ap.png"), ap01)
+    final = cfg.clone()
+    final.defrost()
+    final.MODEL.WEIGHTS = os.path.join(output_dir, "model_final.pth")
+    drawings = draw_predictions(final, dicts, os.path.join(output_dir, "predictions"), num)
+    if drawings:
+        shutil.copyfile(drawings[0], os.path.join(output_dir, "prediction.png"))
+    submission = os.path.join(output_dir, "inference", "retrieval_submission.json")
+    strip = os.path.join(output_dir, "retrieval_strip.png")
+    drawn = False
+    if os.path.exists(submission):
+        with open(submission) as f:
+            drawn = retrieval_strip_figure(json.load(f), dicts, strip)
+    return {
+        "subset_ap": "subset_ap.png",
+        "predictions": [os.path.relpath(p, output_dir) for p in drawings],
+        "retrieval_strip": "retrieval_strip.png" if drawn else None,
+    }

@@ -1,0 +1,5 @@
+"""Consumer-to-shop search outside a benchmark: a shop catalogue indexed once, searched often."""
+
+from .catalogue import Catalogue, CatalogueEntries, CatalogueMismatchError
+
+__all__ = ["Catalogue", "CatalogueEntries", "CatalogueMismatchError"]

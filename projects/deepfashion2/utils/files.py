@@ -1,0 +1,52 @@
+"""Files that are complete or absent: atomic writes, and the leftovers of killed writers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+
+def atomic_write(path: str, write, mode: str = "wb") -> None:
+    """Write ``path`` through ``write(file)``: a temporary file, fsync, then rename over it."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.remove(tmp)
+        raise
+
+
+def write_json_atomic(path: str, obj) -> None:
+    atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
+
+
+def temporary_folder(parent: str) -> str:
+    """A new ``.tmp-<pid>-*`` folder in ``parent``, to be renamed into place when complete."""
+    return tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.getpid()}-")
+
+
+def remove_dead_temporaries(parent: str) -> None:
+    """The ``.tmp-<pid>-*`` folders of ``parent`` whose writing process is gone (killed)."""
+    for name in os.listdir(parent):
+        if not name.startswith(".tmp-"):
+            continue
+        pid = name.split("-")[1]
+        if pid.isdigit() and not alive(int(pid)):
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

@@ -1,0 +1,196 @@
+"""
+Shop the look: a catalogue indexed from a split's shop images and searched with its consumer
+photos ranks exactly as the retrieval evaluator does; indexing survives SIGKILL; other models are
+refused.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import inference_on_dataset
+from detectron2.modeling import build_model
+from test_training import CONFIG
+
+from deepfashion2 import add_deepfashion2_config
+from deepfashion2.apps.catalogue import GarmentEmbedder, index_images, search_photos
+from deepfashion2.data import register_deepfashion2
+from deepfashion2.engine import Trainer
+from deepfashion2.evaluation import RetrievalEvaluator
+from deepfashion2.retrieval import Catalogue, CatalogueMismatchError
+
+NAME = "df2_test_catalogue"
+
+
+@pytest.fixture(scope="module")
+def setup(synthetic_split, tmp_path_factory):
+    """A (random-weight, deterministic) model's checkpoint, the split, its shop images folder."""
+    tmp = tmp_path_factory.mktemp("catalogue")
+    register_deepfashion2(NAME, synthetic_split + "/annos", synthetic_split + "/image")
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(CONFIG)
+    cfg.DATASETS.TEST = (NAME,)
+    torch.manual_seed(0)
+    weights = str(tmp / "model.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    cfg.MODEL.WEIGHTS = weights
+    shop = tmp / "shop"
+    shop.mkdir()
+    users = []
+    for d in DatasetCatalog.get(NAME):
+        if d["source"] == "shop":
+            shutil.copy(d["file_name"], shop)
+        else:
+            users.append(d["file_name"])
+    yield cfg, str(shop), sorted(users), tmp
+    DatasetCatalog.remove(NAME)
+    MetadataCatalog.remove(NAME)
+
+
+@pytest.mark.slow
+def test_search_ranks_exactly_as_the_retrieval_evaluator(setup):
+    cfg, shop, users, tmp = setup
+    # the benchmark: the evaluator's submission (queries: consumer photos, gallery: shop photos)
+    model = GarmentEmbedder(cfg).model  # the checkpoint's weights, in eval mode
+    evaluator = RetrievalEvaluator.from_config(cfg, NAME, str(tmp / "eval"), distributed=False)
+    inference_on_dataset(model, Trainer.build_test_loader(cfg, NAME), evaluator)
+    submission = json.loads((tmp / "eval" / "retrieval_submission.json").read_text())
+    # the catalogue: the same model and gallery policy, batched
+    cat_dir = str(tmp / "cat")
+    cat = index_images(cfg, shop, cat_dir, batch_size=3, images_per_shard=2, progress=False)
+    assert len(cat.entries().images) == len(os.listdir(shop))
+    found = search_photos(cat_dir, users, top_k=20)["results"]
+    searched = []
+    for entry in found:
+        image_id = int(os.path.basename(entry["photo"])[:-4])
+        for g in entry["garments"]:
+            searched.append(
+                (image_id, g["box"], [int(m["image"][:-4]) for m in g["matches"]],
+                 [m["box"] for m in g["matches"]])
+            )  # fmt: skip
+    expected = [
+        (e["query_image_id"], e["query_bbox"], e["gallery_image_id"], e["gallery_bbox"])
+        for e in submission
+    ]
+    assert len(expected) > 10
+    # both list an image's queries best score first; batched inference rounds boxes differently
+    # in the last float bits (1e-6 px), so boxes compare to 1e-3 px, rankings exactly
+    assert len(searched) == len(expected)
+    for got, want in zip(
+        sorted(searched, key=lambda t: t[0]), sorted(expected, key=lambda t: t[0])
+    ):
+        assert got[0] == want[0]
+        np.testing.assert_allclose(got[1], want[1], atol=1e-3)
+        assert got[2] == want[2]  # the same shop images in the same order
+        np.testing.assert_allclose(
+            np.reshape(got[3], (-1, 4)), np.reshape(want[3], (-1, 4)), atol=1e-3
+        )
+
+
+KILL = """
+import os, signal, sys
+from deepfashion2.retrieval import catalogue as C
+
+added = []
+stock = C.Catalogue.add
+
+def add(self, images, detections):
+    if len(added) == 2:  # the third shard: killed in the middle of writing it
+        import numpy as np
+        real = np.save
+        def save(*a, **k):
+            real(*a, **k)
+            os.kill(os.getpid(), signal.SIGKILL)
+        np.save = save
+    added.append(images)
+    return stock(self, images, detections)
+
+C.Catalogue.add = add
+import torch
+from detectron2.config import get_cfg
+from deepfashion2 import add_deepfashion2_config
+from deepfashion2.apps.catalogue import index_images
+cfg = get_cfg(); add_deepfashion2_config(cfg); cfg.merge_from_file(sys.argv[1])
+cfg.MODEL.WEIGHTS = sys.argv[2]
+index_images(cfg, sys.argv[3], sys.argv[4], batch_size=2, images_per_shard=2, progress=False)
+"""
+
+
+@pytest.mark.slow
+def test_indexing_killed_midway_resumes_with_one_entry_per_garment(setup):
+    cfg, shop, _, tmp = setup
+    cat_dir = tmp / "killed"
+    script = tmp / "kill.py"
+    script.write_text(KILL)
+    run = subprocess.run(
+        [sys.executable, str(script), CONFIG, cfg.MODEL.WEIGHTS, shop, str(cat_dir)],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == -signal.SIGKILL, run.stderr[-2000:]
+    partial = Catalogue(str(cat_dir))
+    assert len(partial.indexed_images()) == 4  # two complete shards, the third lost
+    assert any(n.startswith(".tmp-") for n in os.listdir(cat_dir / "shards"))
+    resumed = index_images(cfg, shop, str(cat_dir), batch_size=2, images_per_shard=2,
+                           progress=False)  # fmt: skip
+    assert not any(n.startswith(".tmp-") for n in os.listdir(cat_dir / "shards"))
+    whole = index_images(cfg, shop, str(tmp / "whole"), batch_size=2, progress=False)
+    a, b = resumed.entries(), whole.entries()
+    assert a.images == b.images == sorted(os.listdir(shop))  # every image exactly once
+    rows = [(a.images[i], tuple(box)) for i, box in zip(a.image.tolist(), a.boxes.tolist())]
+    assert len(rows) == len(set(rows)) == len(b)  # every garment exactly once
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)  # batches differ
+    # a rerun on an indexed folder has nothing to do
+    assert len(index_images(cfg, shop, str(cat_dir), progress=False)) == len(a)
+
+
+def test_another_model_is_refused(setup):
+    cfg, shop, users, tmp = setup
+    cat_dir = str(tmp / "refuse")
+    index_images(cfg, shop, cat_dir, progress=False)
+    other = tmp / "other.pth"
+    state = torch.load(cfg.MODEL.WEIGHTS, weights_only=True)
+    key = next(iter(state["model"]))
+    state["model"][key] = state["model"][key] + 1
+    torch.save(state, other)
+    with pytest.raises(CatalogueMismatchError, match="weights"):
+        search_photos(cat_dir, users[:1], opts=["MODEL.WEIGHTS", str(other)])
+    extending = cfg.clone()
+    extending.MODEL.WEIGHTS = str(other)
+    with pytest.raises(CatalogueMismatchError, match="weights"):
+        index_images(extending, shop, cat_dir, progress=False)
+    with pytest.raises(CatalogueMismatchError, match="embedding size"):
+        Catalogue(cat_dir).check_model({**Catalogue(cat_dir).identity, "embed_dim": 7})
+
+
+def test_search_tool_prints_json_and_draws(setup, capsys):
+    import importlib.util
+
+    cfg, shop, users, tmp = setup
+    cat_dir = str(tmp / "tool")
+    index_images(cfg, shop, cat_dir, progress=False)
+    path = os.path.join(os.path.dirname(__file__), "..", "tools", "search.py")
+    spec = importlib.util.spec_from_file_location("search_tool", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp / "search_out"
+    tool.main(["--catalogue", cat_dir, "--input", *users[:2], "--top-k", "3", "--output", str(out)])
+    printed = json.loads(capsys.readouterr().out)
+    assert [r["photo"] for r in printed] == users[:2]
+    for r in printed:
+        for g in r["garments"]:
+            assert len(g["matches"]) <= 3
+            sims = [m["similarity"] for m in g["matches"]]
+            assert sims == sorted(sims, reverse=True)
+            assert all(m["category"] == g["category"] for m in g["matches"])  # within category
+    assert (out / "results.json").exists()
+    drawn = [r for r in printed if r["garments"]]
+    assert len([f for f in os.listdir(out) if f.endswith(".png")]) == len(drawn)

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""
+Index a folder of shop images into a searchable catalogue, with a trained DeepFashion2 model:
+
+    python tools/index_catalogue.py --config-file configs/Mini-CPU.yaml --images shop/ \
+        --output catalogue/ [--num-gpus N] MODEL.WEIGHTS output/demo/model_final.pth
+
+Every garment of every image (the evaluator's gallery policy: ``DEEPFASHION2.RETRIEVAL.
+GALLERY_PER_IMAGE`` best detections with score >= ``MIN_SCORE``) is detected and embedded, in
+batches, with a progress bar, on GPUs or ``--num-gpus`` CPU processes. Running it again on the
+same folder indexes only the images not yet in the catalogue; a run killed at any moment resumes
+without duplicates. Search it with ``tools/search.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+from deepfashion2 import add_deepfashion2_config
+from deepfashion2.apps.catalogue import index_images
+from deepfashion2.retrieval import CatalogueMismatchError
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--images", required=True, help="folder of shop images (searched recursively)")
+    p.add_argument("--output", default="catalogue", help="the catalogue folder")
+    p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+    setup_logger(name="deepfashion2")
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    if not os.path.isdir(args.images):
+        raise SystemExit(f"error: {args.images} is not a folder")
+    try:
+        cat = index_images(
+            cfg,
+            args.images,
+            args.output,
+            config_name=os.path.basename(args.config_file),
+            batch_size=args.batch_size,
+            num_procs=args.num_gpus,
+        )
+    except CatalogueMismatchError as e:
+        raise SystemExit(f"error: {e}") from None
+    print(
+        f"{args.output}: {len(cat)} garments in {len(cat.entries().images)} images", file=sys.stderr
+    )
+    return cat
+
+
+if __name__ == "__main__":
+    main()
