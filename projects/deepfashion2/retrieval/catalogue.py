@@ -250,15 +250,34 @@ def _stack(detections: list[tuple], dim: int) -> dict[str, np.ndarray]:
 
 def _load_entries(shards: list[str], dim: int) -> CatalogueEntries:
     """All shards' entries, each image once (the first shard holding it), ordered by path."""
-    per_image: dict[str, tuple] = {}
+    paths: list[str] = []
+    first: list[bool] = []  # per (shard, image) slot: the first occurrence of its path
+    slot_of_row, columns = [], {n: [] for n in _COLUMNS[:4]}
+    seen: set[str] = set()
     for shard in shards:
         with open(os.path.join(shard, "images.json")) as f:
             images = json.load(f)
         cols = {n: np.load(os.path.join(shard, n + ".npy"), allow_pickle=False) for n in _COLUMNS}
-        for i, path in enumerate(images):
-            if path not in per_image:
-                sel = cols["image"] == i
-                per_image[path] = tuple(cols[n][sel] for n in _COLUMNS[:4])
-    images = sorted(per_image)
-    stacked = _stack([per_image[p] for p in images], dim)
-    return CatalogueEntries(images=images, **stacked)
+        slot_of_row.append(cols["image"] + len(paths))
+        for n in columns:
+            columns[n].append(cols[n])
+        for p in images:
+            first.append(p not in seen)
+            seen.add(p)
+        paths += images
+    if not paths:
+        return CatalogueEntries(images=[], **_stack([], dim))
+    keep_slot = np.array(first, bool)
+    row_slot = np.concatenate(slot_of_row)
+    keep_row = keep_slot[row_slot]
+    kept = np.flatnonzero(keep_slot)
+    order = sorted(range(len(kept)), key=lambda i: paths[kept[i]])
+    rank_of_slot = np.full(len(paths), -1, np.int64)
+    rank_of_slot[kept[order]] = np.arange(len(order))
+    image = rank_of_slot[row_slot[keep_row]]
+    perm = np.argsort(image, kind="stable")  # by path, detection order kept within an image
+    return CatalogueEntries(
+        images=[paths[kept[i]] for i in order],
+        image=image[perm],
+        **{n: np.concatenate(c)[keep_row][perm] for n, c in columns.items()},
+    )
