@@ -194,3 +194,22 @@ def test_search_tool_prints_json_and_draws(setup, capsys):
     assert (out / "results.json").exists()
     drawn = [r for r in printed if r["garments"]]
     assert len([f for f in os.listdir(out) if f.endswith(".png")]) == len(drawn)
+
+
+def test_entries_are_ordered_by_image_and_held_once(tmp_path):
+    """However the work was split into shards, and if an image was indexed twice."""
+    ident = {"config": "x", "weights_sha256": "w", "embed_dim": 2, "policy": {}}
+    cat = Catalogue.create(str(tmp_path / "c"), ident)
+
+    def det(n, v):
+        return (np.full((n, 4), v), np.full(n, 3), np.full(n, v / 10), np.full((n, 2), v, "f4"))
+
+    cat.add(["b.jpg", "d.jpg"], [det(2, 1.0), det(0, 0.0)])
+    cat.add(["a.jpg", "b.jpg"], [det(1, 2.0), det(1, 9.0)])  # b.jpg again: the first one stays
+    cat.add([], [])
+    e = Catalogue(str(tmp_path / "c")).entries()
+    assert e.images == ["a.jpg", "b.jpg", "d.jpg"]  # d.jpg: indexed, without garments
+    assert e.image.tolist() == [0, 1, 1] and e.boxes[:, 0].tolist() == [2.0, 1.0, 1.0]
+    assert Catalogue(str(tmp_path / "c")).indexed_images() == {"a.jpg", "b.jpg", "d.jpg"}
+    with pytest.raises(CatalogueMismatchError, match="embedding size"):
+        Catalogue.create(str(tmp_path / "c"), {**ident, "embed_dim": 3})

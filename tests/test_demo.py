@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from deepfashion2.apps.demo.chance import above_chance, not_above_chance
@@ -114,3 +115,47 @@ def test_real_dataset_folder_is_registered_by_split(tmp_path, synthetic_split):
     train, val = register(str(root))
     assert (train, val) == ("deepfashion2_demo_train", "deepfashion2_demo_validation")
     assert len(DatasetCatalog.get(val)) == 24
+
+
+def _item(cat, style, box):
+    from deepfashion2 import landmarks as L
+
+    k = L.CATEGORY_BY_ID[cat].num_landmarks
+    x1, y1, x2, y2 = box
+    return {
+        "bbox": box, "category_id": cat - 1, "style": style, "landmarks": np.zeros((k, 3)),
+        "segmentation": [[x1, y1, x2, y1, x2, y2]], "scale": 1, "occlusion": 1, "zoom_in": 1,
+        "viewpoint": 2,
+    }  # fmt: skip
+
+
+def test_retrieval_chance_known_answer():
+    """
+    One paired consumer top (pair 1, style 1). Shop items (8): its own garment in two shop photos,
+    tops of other garments, trousers and a skirt. A random order of the 8 finds one of the 2
+    correct ones within k with probability 1 - C(6, k) / C(8, k); within the query's category
+    (4 tops) 1 - C(2, k) / C(4, k).
+    """
+    from deepfashion2.apps.demo.chance import retrieval_chance
+    from deepfashion2.evaluation import GroundTruth
+
+    def image(i, source, pair, items):
+        return {"file_name": f"{i}.jpg", "image_id": i, "height": 100, "width": 100,
+                "source": source, "pair_id": pair, "annotations": items}  # fmt: skip
+
+    box = [10, 10, 50, 50]
+    dicts = [
+        image(1, "user", 1, [_item(1, 1, box), _item(8, 0, box)]),
+        image(2, "shop", 1, [_item(1, 1, box), _item(8, 0, box)]),
+        image(3, "shop", 1, [_item(1, 1, box)]),
+        image(4, "shop", 2, [_item(1, 1, box), _item(8, 2, box)]),
+        image(5, "shop", 3, [_item(9, 1, box), _item(8, 2, box)]),
+        image(6, "shop", 4, [_item(1, 1, box)]),
+    ]
+    gt = GroundTruth.from_dicts(dicts)
+    whole = retrieval_chance(gt)
+    assert whole["top1"] == pytest.approx(2 / 8)
+    assert whole["top5"] == pytest.approx(1 - 6 / 56)  # C(6, 5) = 6, C(8, 5) = 56
+    assert whole["top10"] == whole["top20"] == 1.0  # k >= 8: always found
+    within = retrieval_chance(gt, within_category=True)
+    assert within["top1"] == pytest.approx(2 / 4) and within["top5"] == 1.0

@@ -290,16 +290,29 @@ def test_registration_and_metadata(synthetic_split):
         MetadataCatalog.remove(name)
 
 
-def test_builtin_names_are_registered():
-    names = DatasetCatalog.list()
-    for n in (
-        "deepfashion2_train",
-        "deepfashion2_validation",
-        "deepfashion2_test",
-        "deepfashion2_mini_train",
-        "deepfashion2_mini_validation",
-    ):
-        assert n in names
+def test_builtin_names_point_at_the_documented_folders(tmp_path, monkeypatch):
+    """$DETECTRON2_DATASETS/deepfashion2/<split>/{annos,image}, with the DeepFashion2 metadata."""
+    from deepfashion2.data.builtin import register_all_deepfashion2
+
+    monkeypatch.setattr(DatasetCatalog, "register", lambda name, fn: registered.append(name))
+    registered = []
+    root = str(tmp_path)
+    names = ["deepfashion2_train", "deepfashion2_validation", "deepfashion2_test"]
+    for n in names + ["deepfashion2_mini_train", "deepfashion2_mini_validation"]:
+        MetadataCatalog.remove(n)
+    register_all_deepfashion2(root)
+    assert registered == names + ["deepfashion2_mini_train", "deepfashion2_mini_validation"]
+    for split in ("train", "validation"):
+        meta = MetadataCatalog.get(f"deepfashion2_{split}")
+        assert meta.anno_dir == f"{root}/deepfashion2/{split}/annos"
+        assert meta.image_dir == f"{root}/deepfashion2/{split}/image"
+        assert len(meta.keypoint_names) == 294 and meta.evaluator_type == "deepfashion2"
+    test = MetadataCatalog.get("deepfashion2_test")
+    assert test.anno_dir is None and test.image_dir == f"{root}/deepfashion2/test/image"
+    # the import-time metadata back for the other tests (DatasetCatalog was never touched)
+    for n in names + ["deepfashion2_mini_train", "deepfashion2_mini_validation"]:
+        MetadataCatalog.remove(n)
+    register_all_deepfashion2(os.getenv("DETECTRON2_DATASETS", "datasets"))
 
 
 def test_image_folder_for_the_test_split(synthetic_split):

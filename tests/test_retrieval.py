@@ -2,6 +2,7 @@
 pair sampler, matching loss."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -331,3 +332,23 @@ def test_split_annotations_and_official_files_written_from_them_score_identicall
         assert "top20/occlusion:heavy" in split["retrieval"]
         saved = json.loads((tmp_path / f"retrieval{seed}.json.m").read_text())["retrieval"]
         assert saved["top20"] == files["retrieval"]["top20"]
+
+
+def test_grouped_index_saved_and_loaded_ranks_the_same(tmp_path):
+    from deepfashion2.evaluation.gallery import GroupedIndex
+
+    rng = np.random.default_rng(3)
+    emb = rng.normal(size=(3000, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    cats = rng.integers(1, 4, 3000)
+    queries, q_cats = emb[:50] + 0.01, cats[:50]
+    built = GroupedIndex(emb, cats, kind="faiss")
+    built.save(str(tmp_path))
+    assert len(os.listdir(tmp_path)) == 3  # one FAISS file per category
+    loaded = GroupedIndex.load(str(tmp_path), emb, cats, same_category=True)
+    s1, r1 = built.search(queries, q_cats, 10)
+    s2, r2 = loaded.search(queries, q_cats, 10)
+    assert (r1 == r2).all() and np.allclose(s1, s2)
+    assert (cats[r1] == q_cats[:, None]).all()  # within the query's category
+    exact = GroupedIndex(emb, cats, kind="exact")
+    assert (exact.search(queries, q_cats, 1)[1][:, 0] == np.arange(50)).all()

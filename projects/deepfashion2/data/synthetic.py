@@ -250,6 +250,17 @@ def _paint(img: Image.Image, poly: np.ndarray, look: _Look, rng: np.random.Gener
     img.paste(tex, (0, 0), mask)
 
 
+def _draw_opening(img: Image.Image, poly: np.ndarray, pts: np.ndarray, cat: Category) -> None:
+    """
+    The front opening of outwear, which tells it from a top of the same cut: a dark band from the
+    top of the opening (between landmark 4 and its flip partner) straight down to the hem.
+    """
+    top = pts[[3, int(cat.flip_indices[3])]].mean(0)
+    width = max(2, round(0.05 * (poly[:, 0].max() - poly[:, 0].min())))
+    line = [(float(top[0]), float(top[1])), (float(top[0]), float(poly[:, 1].max()))]
+    ImageDraw.Draw(img).line(line, fill=(20, 20, 20), width=width)
+
+
 def _background(rng: np.random.Generator, w: int, h: int, shop: bool) -> Image.Image:
     if shop:
         return Image.new("RGB", (w, h), tuple(int(v) for v in rng.integers(225, 256, 3)))
@@ -306,6 +317,8 @@ def _render_image(
         poly = np.clip(outline * scale + origin, 0, [w - 1e-3, h - 1e-3])
         pts = lms * scale + origin + rng.normal(0, 0.01 * unit, lms.shape)
         _paint(img, poly, look, rng)
+        if cat_id in OUTWEAR_CATEGORIES:
+            _draw_opening(img, poly, lms * scale + origin, cat)
         items.append({"cat": cat, "poly": poly, "pts": pts})
         y += scale[1] * 0.8
     return img, items
@@ -395,7 +408,7 @@ def generate_split(
 
 MINI_SPLITS = {"train": (400, 0), "validation": (120, 1)}  # images, seed offset
 # Bumped whenever the generator's output changes, so stale embedded sets are regenerated.
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 
 
 def mini_root() -> str:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -141,7 +141,8 @@ class Catalogue:
                 np.save(os.path.join(tmp, name + ".npy"), cols[name], allow_pickle=False)
             with open(os.path.join(tmp, "images.json"), "w") as f:
                 json.dump(list(images), f)
-            os.rename(tmp, os.path.join(shards, f"{uuid.uuid4().hex}"))
+            # named in creation order: an image indexed twice keeps its first entries
+            os.rename(tmp, os.path.join(shards, f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"))
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -187,12 +188,15 @@ class Catalogue:
                 exact_max=policy.get("exact_max", 200_000),
             )
             os.makedirs(root, exist_ok=True)
-            tmp = tempfile.mkdtemp(dir=root, prefix=".tmp-")
+            tmp = temporary_folder(root)
             self._index.save(tmp)
             for old in os.listdir(root):  # indexes of fewer shards
                 if not old.startswith("."):
                     shutil.rmtree(os.path.join(root, old), ignore_errors=True)
-            os.rename(tmp, folder)
+            try:
+                os.rename(tmp, folder)
+            except OSError:  # another process saved the same index meanwhile
+                shutil.rmtree(tmp, ignore_errors=True)
         return self._index
 
     def search_rows(

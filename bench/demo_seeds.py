@@ -1,0 +1,107 @@
+#!/usr/bin/env python
+"""
+The demo recipe (``make demo``: configs/Mini-CPU.yaml on the embedded synthetic set) with several
+seeds, so that a published figure is a mean and a spread, not one run: the seed sets the
+initialisation, the data order and the augmentation. Each seed runs in a fresh process, one after
+the other, exactly as ``tools/run_demo.py --seed S`` does.
+
+Reports, per metric, every run, the mean and the standard deviation (over runs, ddof=1), the
+wall time of each run, and the issue's targets: box AP >= 35, mask AP >= 30, landmark AP
+(visible + occluded) >= 20, retrieval top-1 (detected boxes) >= 20 and every top-k >= 1.5x the
+whole-gallery random-ranking chance, box AP sd <= 2.5.
+
+    python bench/demo_seeds.py [--seeds 1 2 3] [--out FILE] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from _common import write_json
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+METRICS = [
+    ("bbox", "AP"), ("bbox", "AP50"), ("bbox", "AP75"),
+    ("segm", "AP"), ("segm", "AP50"), ("segm", "AP75"),
+    ("keypoints", "AP"), ("keypoints_vis", "AP"),
+    *[("retrieval", f"top{k}") for k in (1, 5, 10, 15, 20)],
+    *[("retrieval_gt_boxes", f"top{k}") for k in (1, 5, 10, 15, 20)],
+]  # fmt: skip
+
+
+def targets(mean: dict, sd: dict, chance: dict) -> dict:
+    ok = {
+        "box AP >= 35": mean["bbox/AP"] >= 35,
+        "mask AP >= 30": mean["segm/AP"] >= 30,
+        "landmark AP (visible + occluded) >= 20": mean["keypoints/AP"] >= 20,
+        "retrieval top-1 >= 20": mean["retrieval/top1"] >= 20,
+        "box AP sd <= 2.5": sd["bbox/AP"] <= 2.5,
+    }
+    for k in (1, 5, 10, 15, 20):
+        ref = chance["retrieval"][f"top{k}"]
+        ok[f"retrieval top-{k} >= 1.5x chance ({1.5 * ref:.1f})"] = (
+            mean[f"retrieval/top{k}"] >= 1.5 * ref
+        )
+    return ok
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--out", default="bench/results/demo_seeds.json")
+    p.add_argument("--keep", help="keep each run's demo folder under this folder")
+    args = p.parse_args()
+    work = args.keep or tempfile.mkdtemp(prefix="df2-demo-seeds-")
+    runs = []
+    try:
+        for seed in args.seeds:
+            out = os.path.join(work, f"seed{seed}")
+            t = time.perf_counter()
+            subprocess.run(
+                [sys.executable, os.path.join(ROOT, "tools", "run_demo.py"), "--output", out,
+                 "--seed", str(seed)],
+                check=True, stdout=subprocess.DEVNULL,
+            )  # fmt: skip
+            with open(os.path.join(out, "metrics.json")) as f:
+                m = json.load(f)
+            m["wall_seconds"] = time.perf_counter() - t
+            runs.append(m)
+            got = {f"{t}/{k}": round(m[t][k], 1) for t, k in METRICS[:1] + METRICS[6:9]}
+            print(f"seed {seed}: {m['wall_seconds']:.0f} s, {got}", flush=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    table = {f"{t}/{k}": [r[t][k] for r in runs] for t, k in METRICS}
+    mean = {k: float(np.mean(v)) for k, v in table.items()}
+    sd = {k: float(np.std(v, ddof=1)) if len(v) > 1 else 0.0 for k, v in table.items()}
+    chance = runs[0]["chance"]
+    below = [
+        f"{t} {k}" for r in runs for t, ms in r["above_chance"].items() for k, ok in ms.items()
+        if not ok
+    ]  # fmt: skip
+    result = {
+        "seeds": args.seeds,
+        "runs": table,
+        "mean": mean,
+        "sd": sd,
+        "wall_seconds": [r["wall_seconds"] for r in runs],
+        "train_seconds": [r["train_seconds"] for r in runs],
+        "chance": {t: chance[t] for t in ("bbox", "segm", "keypoints", "retrieval")},
+        "not_above_chance": sorted(set(below)),
+        "cpu_count": os.cpu_count(),
+    }
+    result["targets"] = targets(mean, sd, chance)
+    print(json.dumps({"mean": mean, "sd": sd, "targets": result["targets"]}, indent=1))
+    write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
