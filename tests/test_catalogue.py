@@ -152,6 +152,7 @@ def test_indexing_killed_midway_resumes_with_one_entry_per_garment(setup):
     assert len(index_images(cfg, shop, str(cat_dir), progress=False)) == len(a)
 
 
+@pytest.mark.slow
 def test_another_model_is_refused(setup):
     cfg, shop, users, tmp = setup
     cat_dir = str(tmp / "refuse")
@@ -171,6 +172,7 @@ def test_another_model_is_refused(setup):
         Catalogue(cat_dir).check_model({**Catalogue(cat_dir).identity, "embed_dim": 7})
 
 
+@pytest.mark.slow
 def test_search_tool_prints_json_and_draws(setup, capsys):
     import importlib.util
 

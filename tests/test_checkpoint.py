@@ -88,6 +88,7 @@ train_net.main(args)
 """
 
 
+@pytest.mark.slow
 def test_a_run_killed_while_saving_resumes_from_intact_files(tmp_path, synthetic_split):
     out = tmp_path / "run"
     script = tmp_path / "killed.py"

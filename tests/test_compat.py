@@ -48,6 +48,7 @@ class SkippingTrainer(train_net.Trainer):
         return build_detection_train_loader(cfg, dataset=dicts, mapper=skip_odd)
 
 
+@pytest.mark.slow
 def test_a_mapper_that_skips_samples_trains(tmp_path):
     cfg = _cfg(tmp_path, 3, "MODEL.ROI_HEADS.NAME", "StandardROIHeads")
     trainer = SkippingTrainer(cfg)
@@ -64,6 +65,7 @@ class StepLRTrainer(train_net.Trainer):
         return torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
 
 
+@pytest.mark.slow
 def test_a_torch_scheduler_resumes_where_it_stopped(tmp_path):
     extra = ("MODEL.ROI_HEADS.NAME", "StandardROIHeads", "SOLVER.CHECKPOINT_PERIOD", "3")
     trainer = StepLRTrainer(_cfg(tmp_path, 6, *extra))

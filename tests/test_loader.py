@@ -351,6 +351,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_parse_workers_die_with_a_killed_loader(synthetic_split, tmp_path):
     import signal
     import subprocess

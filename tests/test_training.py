@@ -119,6 +119,7 @@ def test_resume_continues_at_the_saved_iteration(tmp_path):
     assert steps == [3, 4, 5]  # only the remaining iterations ran
 
 
+@pytest.mark.slow
 def test_two_process_cpu_launch_ends_with_identical_weights(tmp_path, synthetic_split):
     from deepfashion2.engine import launch
 
@@ -158,6 +159,7 @@ def _rank_weights(args, paths, split):
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, path + ".pth")
 
 
+@pytest.mark.slow
 def test_the_config_lenient_flag_reaches_the_data(tmp_path, split_copy):
     from deepfashion2 import model_zoo
     from deepfashion2.data import DeepFashion2FormatError, dataset_dicts
