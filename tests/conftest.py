@@ -30,6 +30,24 @@ def synthetic_split(tmp_path_factory):
     return root
 
 
+TINY = "df2_test_tiny_train"
+
+
+@pytest.fixture(scope="module")
+def tiny_split(synthetic_split):
+    """The synthetic split registered as ``TINY`` for a test module (``usefixtures``)."""
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from deepfashion2.data import register_deepfashion2
+
+    register_deepfashion2(
+        TINY, os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
+    )
+    yield TINY
+    DatasetCatalog.remove(TINY)
+    MetadataCatalog.remove(TINY)
+
+
 @pytest.fixture
 def split_copy(synthetic_split, tmp_path):
     """A private copy of the synthetic split that a test may damage."""

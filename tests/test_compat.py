@@ -7,22 +7,14 @@ import os
 
 import pytest
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.engine import default_argument_parser
 from test_training import CONFIG, TRAIN, tiny_opts, train_net
 
 from deepfashion2 import compat
-from deepfashion2.data import DeepFashion2Mapper, register_deepfashion2
+from deepfashion2.data import DeepFashion2Mapper
 
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_split(synthetic_split):
-    register_deepfashion2(
-        TRAIN, os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
-    )
-    yield
-    DatasetCatalog.remove(TRAIN)
-    MetadataCatalog.remove(TRAIN)
+pytestmark = pytest.mark.usefixtures("tiny_split")
 
 
 def _cfg(out, iters, *extra):

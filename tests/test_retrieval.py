@@ -170,17 +170,9 @@ def test_submission_json_round_trip(tmp_path):
 
 
 def test_official_ground_truth_files_read(tmp_path):
-    import os
+    from test_retrieval_official import official_files
 
-    from conftest import SAMPLES
-
-    folder = os.path.join(SAMPLES, "retrieval_gt_2019")
-    if not os.path.isdir(folder):
-        pytest.skip("../shared/df2_samples not available")
-    with open(os.path.join(folder, "query_gt.json")) as f:
-        q = json.load(f)
-    with open(os.path.join(folder, "gallery_gt.json")) as f:
-        g = json.load(f)
+    q, g = official_files()
     rgt = RetrievalGroundTruth.from_official(q, g)
     # 15,752 rows, 12,550 of them paired items (the official denominator)
     assert rgt.num_queries == 12550 and len(rgt.g_image) == 24012

@@ -76,7 +76,7 @@ OFFICIAL_COUNTS = {
 }
 
 
-def _official_files():
+def official_files():
     if not os.path.isdir(GT_DIR):
         pytest.skip("../shared/df2_samples not available")
     with open(os.path.join(GT_DIR, "query_gt.json")) as f:
@@ -89,7 +89,7 @@ def _official_files():
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", sorted(OFFICIAL_COUNTS))
 def test_random_submissions_score_as_the_official_script(seed, tmp_path):
-    q, g = _official_files()
+    q, g = official_files()
     sub = random_submission(q, g, seed)
     res = score_submission(
         Submission.from_json(sub, "sub"), RetrievalGroundTruth.from_official(q, g)

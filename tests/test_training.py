@@ -6,6 +6,7 @@ import os
 
 import pytest
 import torch
+from conftest import TINY
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.engine import default_argument_parser
 
@@ -19,17 +20,8 @@ _spec = importlib.util.spec_from_file_location(
 train_net = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(train_net)
 
-TRAIN = "df2_test_tiny_train"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def tiny_split(synthetic_split):
-    register_deepfashion2(
-        TRAIN, os.path.join(synthetic_split, "annos"), os.path.join(synthetic_split, "image")
-    )
-    yield
-    DatasetCatalog.remove(TRAIN)
-    MetadataCatalog.remove(TRAIN)
+TRAIN = TINY
+pytestmark = pytest.mark.usefixtures("tiny_split")
 
 
 def tiny_opts(out, iters, *extra, test=False):

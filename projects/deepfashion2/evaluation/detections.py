@@ -189,27 +189,30 @@ class Detections:
 _INT64_MAX = 2**63 - 1
 
 
-def entry_int(e: dict, i: int, fld: str, file: str) -> int:
-    """Field ``fld`` of result entry ``i`` as an int64-sized integer (``1.0`` is accepted)."""
+def _entry_field(e, i: int, fld: str, file: str):
     if not isinstance(e, dict):
         raise ResultFormatError(file, i, "<entry>", f"expected an object, got {type(e).__name__}")
     if fld not in e:
         raise ResultFormatError(file, i, fld, "missing")
-    v = e[fld]
-    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-    if not ok or v != int(v) or abs(v) > _INT64_MAX:
+    return e[fld]
+
+
+def _finite_number(v) -> bool:
+    return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def entry_int(e: dict, i: int, fld: str, file: str) -> int:
+    """Field ``fld`` of result entry ``i`` as an int64-sized integer (``1.0`` is accepted)."""
+    v = _entry_field(e, i, fld, file)
+    if not _finite_number(v) or v != int(v) or abs(v) > _INT64_MAX:
         raise ResultFormatError(file, i, fld, f"expected an integer, got {v!r}")
     return int(v)
 
 
 def entry_number(e: dict, i: int, fld: str, file: str) -> float:
     """Field ``fld`` of result entry ``i`` as a finite float."""
-    if not isinstance(e, dict):
-        raise ResultFormatError(file, i, "<entry>", f"expected an object, got {type(e).__name__}")
-    if fld not in e:
-        raise ResultFormatError(file, i, fld, "missing")
-    v = e[fld]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+    v = _entry_field(e, i, fld, file)
+    if not _finite_number(v):
         raise ResultFormatError(file, i, fld, f"expected a finite number, got {v!r}")
     return float(v)
 
