@@ -71,7 +71,7 @@ def test_a_torch_scheduler_resumes_where_it_stopped(tmp_path):
     assert resumed.start_iter == 3
     assert resumed.scheduler.last_epoch == 3  # v0.6 unpatched: 0, the schedule restarts
     lr = resumed.optimizer.param_groups[0]["lr"]
-    assert lr == pytest.approx(0.01 * 0.5)  # the step at epoch 2 is kept
+    assert lr == pytest.approx(resumed.cfg.SOLVER.BASE_LR * 0.5)  # the step at epoch 2 is kept
 
 
 def test_backports_are_applied_only_where_needed():

@@ -104,8 +104,9 @@ def test_resume_continues_at_the_saved_iteration(tmp_path):
     state = trainer.optimizer.state_dict()["state"]
     saved_state = saved["trainer"]["_trainer"]["optimizer"]["state"]
     assert len(saved_state) == len(state) > 0
-    for k, v in saved_state.items():
-        assert torch.equal(state[k]["momentum_buffer"], v["momentum_buffer"])
+    for k, v in saved_state.items():  # the optimizer's own state (AdamW: step, exp_avg, ...)
+        assert state[k].keys() == v.keys()
+        assert all(torch.equal(torch.as_tensor(state[k][n]), torch.as_tensor(v[n])) for n in v)
     trainer.train()
     steps = [it for _, it in trainer.storage.history("total_loss").values()]
     assert steps == [3, 4, 5]  # only the remaining iterations ran
