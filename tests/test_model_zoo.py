@@ -63,7 +63,7 @@ def test_export_serve_and_load_by_name(served, tmp_path, monkeypatch):
     torch.manual_seed(1)
     fresh = _model()
     # the user gives the hash they trust in the path
-    DetectionCheckpointer(fresh).load(f"deepfashion2://Mini-CPU.pth?sha256={digest}")
+    DetectionCheckpointer(fresh).load(f"deepfashion2://Mini-CPU.pth#sha256={digest}")
     for k, v in trained.state_dict().items():
         assert torch.equal(v, fresh.state_dict()[k]), k
 
@@ -105,7 +105,7 @@ def test_corrupted_download_is_refused(served, tmp_path):
         f.seek(10)
         f.write(bytes([b[0] ^ 0xFF]))
     with pytest.raises(ChecksumError, match="refusing to use it"):
-        DetectionCheckpointer(torch.nn.Linear(3, 1)).load(f"deepfashion2://m.pth?sha256={good}")
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load(f"deepfashion2://m.pth#sha256={good}")
     cached = [f for _, _, fs in os.walk(tmp_path / "cache") for f in fs]
     assert cached == []  # nothing half-verified left behind
 
@@ -138,7 +138,7 @@ def test_pickle_formats_are_refused_and_run_nothing(served, tmp_path, monkeypatc
     (served / "evil.pkl").write_bytes(pickle.dumps({"model": _Evil(), "__author__": "x"}))
     digest = model_zoo.sha256_of(str(served / "evil.pkl"))
     (served / "evil.pkl.sha256").write_text(digest + "  evil.pkl\n")
-    for path in ("deepfashion2://evil.pkl", f"deepfashion2://evil.pkl?sha256={digest}"):
+    for path in ("deepfashion2://evil.pkl", f"deepfashion2://evil.pkl#sha256={digest}"):
         with pytest.raises(ValueError, match="refused"):
             DetectionCheckpointer(torch.nn.Linear(3, 1)).load(path)
     assert not marker.exists()
@@ -147,12 +147,15 @@ def test_pickle_formats_are_refused_and_run_nothing(served, tmp_path, monkeypatc
 def test_nothing_a_path_says_leaves_the_cache(served, tmp_path):
     outside = tmp_path / "outside"
     for path in (
-        "deepfashion2://m.pth?sha256=" + str(outside).ljust(64, "x")[:64],
-        "deepfashion2://../m.pth?sha256=" + "0" * 64,
+        "deepfashion2://m.pth#sha256=" + str(outside).ljust(64, "x")[:64],
+        "deepfashion2://../m.pth#sha256=" + "0" * 64,
         "deepfashion2:///etc/passwd",
-        "deepfashion2://m.pth?sha256=" + "0" * 64 + "&x=1",
+        "deepfashion2://m.pth#sha256=" + "0" * 64 + "&x=1",
+        "deepfashion2://m.pth?sha256=" + "0" * 64,  # the query form: not ours
     ):
-        with pytest.raises(ValueError):
+        # Detectron2 main rewrites the path first (urlparse: "deepfashion2:/etc/passwd", no
+        # query): then fvcore finds no such file, or this handler finds no trusted hash
+        with pytest.raises((ValueError, AssertionError, ChecksumError)):
             DetectionCheckpointer(torch.nn.Linear(3, 1)).load(path)
     assert not outside.exists()
     assert not (tmp_path / "cache").exists()
@@ -162,7 +165,7 @@ def test_no_made_up_default_location(monkeypatch, tmp_path):
     monkeypatch.delenv("DEEPFASHION2_MODEL_ZOO_URL", raising=False)
     monkeypatch.setenv("DEEPFASHION2_CACHE", str(tmp_path))
     with pytest.raises(RuntimeError, match="set \\$DEEPFASHION2_MODEL_ZOO_URL"):
-        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://m.pth?sha256=" + "0" * 64)
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://m.pth#sha256=" + "0" * 64)
 
 
 def test_unknown_names():

@@ -9,7 +9,7 @@ Export a trained checkpoint for sharing, model-zoo style:
 Writes ``<name>.pth`` (model weights only: no optimizer, scheduler or iteration), ``<name>.yaml``
 (the full config), ``<name>.metrics.json`` (if given), ``<name>.pth.sha256``, and prints the
 sha256 and the MODEL_ZOO.md row. Upload the folder's files to the model-zoo base URL; they are
-then loadable as ``deepfashion2://<name>.pth?sha256=<sha256>``, or by name once the sha256 is
+then loadable as ``deepfashion2://<name>.pth#sha256=<sha256>``, or by name once the sha256 is
 pinned in ``deepfashion2.model_zoo.CHECKPOINTS`` (a hash served beside the file is not trusted).
 """
 
@@ -71,7 +71,7 @@ def main(argv=None) -> str:
         f"| `{digest}` |"
     )
     print(f"sha256: {digest}")
-    print(f"path:   deepfashion2://{args.name}.pth?sha256={digest}")
+    print(f"path:   deepfashion2://{args.name}.pth#sha256={digest}")
     print(row)
     return row
 

@@ -76,6 +76,9 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
                 logger.warning(f"Cannot resume from {candidate} ({type(e).__name__}: {e}).")
             finally:
                 self._resuming = False
+                # Detectron2 main's load() asserts this is None on entry and resets it only when
+                # it returns: after a failed candidate it must be cleared for the next one
+                self._parsed_url_during_load = None
         raise RuntimeError(
             f"--resume: no intact checkpoint in {self.save_dir}; remove its last_checkpoint to "
             "start from MODEL.WEIGHTS"

@@ -4,7 +4,8 @@ local cache and verified by sha256 every time they are used.
 
 What is trusted, and only that: the sha256 pinned in this project's model-zoo table
 (:data:`.model_zoo.CHECKPOINTS`), one given by the user in the path
-(``deepfashion2://NAME.pth?sha256=<64 hex digits>``), or one listed in a file the user names with
+(``deepfashion2://NAME.pth#sha256=<64 hex digits>``, pip's hash-fragment form: Detectron2's
+main branch strips a ``?query`` from checkpoint paths before they reach this handler), or one listed in a file the user names with
 ``$DEEPFASHION2_TRUSTED_SHA256`` (lines ``<sha256>  <NAME>``, as ``sha256sum`` writes them). A hash
 published on the same server as the file is never used: it would only detect a corrupted transfer,
 not a forged file. Formats that Detectron2 unpickles (``.pkl``) are refused: a ``.pth`` is loaded
@@ -66,9 +67,11 @@ def cache_dir() -> str:
 
 
 def parse_path(path: str) -> tuple[str, str | None]:
-    """``deepfashion2://NAME[?sha256=HEX]`` -> (NAME, the user's sha256 or None); validated."""
+    """``deepfashion2://NAME[#sha256=HEX]`` -> (NAME, the user's sha256 or None); validated."""
     rest = path[len(DeepFashion2Handler.PREFIX) :]
-    name, _, query = rest.partition("?")
+    name, _, query = rest.partition("#")
+    if "?" in name:
+        raise ValueError(f"{path}: give the hash as deepfashion2://NAME#sha256=<64 hex digits>")
     if not _NAME.fullmatch(name) or ".." in name.split("/"):
         raise ValueError(f"not a model-zoo name: {path!r}")
     if name.lower().endswith(PICKLE_SUFFIXES):
@@ -81,7 +84,7 @@ def parse_path(path: str) -> tuple[str, str | None]:
     if query:
         params = urllib.parse.parse_qs(query, strict_parsing=True)
         if set(params) != {"sha256"} or len(params["sha256"]) != 1:
-            raise ValueError(f"{path}: the only parameter is sha256=<64 hex digits>")
+            raise ValueError(f"{path}: the only parameter is #sha256=<64 hex digits>")
         given = params["sha256"][0].lower()
         if not _SHA256.fullmatch(given):
             raise ValueError(f"{path}: sha256 must be 64 hexadecimal digits")
@@ -108,7 +111,7 @@ def trusted_sha256(name: str, given: str | None = None) -> str:
                     return parts[0].lower()
     raise ChecksumError(
         f"deepfashion2://{name}: no trusted sha256. Give one in the path "
-        f"(deepfashion2://{name}?sha256=...), or list it in a file named by ${ENV_TRUSTED}; "
+        f"(deepfashion2://{name}#sha256=...), or list it in a file named by ${ENV_TRUSTED}; "
         "a hash published beside the file is not trusted."
     )
 
