@@ -90,8 +90,14 @@ def scale_part(n: int, work: str, queries: int, seed: int = 0) -> dict:
 
     rng = np.random.default_rng(seed)
     gallery, g_cat, q, q_cat = clustered(rng, n, queries, DIM)
-    identity = {"config": "bench", "weights_sha256": "bench", "embed_dim": DIM,
-                "policy": {"index": "auto"}}  # fmt: skip
+    from detectron2.config import get_cfg
+
+    from deepfashion2 import add_deepfashion2_config
+
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    policy = {"index": "auto", "exact_max": cfg.DEEPFASHION2.RETRIEVAL.CATALOGUE_EXACT_MAX}
+    identity = {"config": "bench", "weights_sha256": "bench", "embed_dim": DIM, "policy": policy}
     folder = os.path.join(work, "big")
     cat = Catalogue.create(folder, identity)
     t = time.perf_counter()
@@ -125,6 +131,7 @@ def scale_part(n: int, work: str, queries: int, seed: int = 0) -> dict:
     for i in range(len(q)):
         cat.search(q[i : i + 1], q_cat[i : i + 1] + 1, 20)
     out["catalogue_search_ms_per_query"] = 1000 * (time.perf_counter() - t) / len(q)
+    out["catalogue_policy"] = policy
     out["category_sizes"] = np.bincount(entries.categories).tolist()[1:]
     return out
 
@@ -164,7 +171,7 @@ def main() -> None:
         out = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
         out["model"] = model_part(args.weights, work)
         print(out["model"], flush=True)
-        out["crossover"] = crossover([10_000, 30_000, 100_000, 300_000], args.queries)
+        out["crossover"] = crossover([1_000, 3_000, 10_000, 30_000, 100_000, 300_000], args.queries)
         out["million"] = scale_part(int(BIG * args.scale), work, args.queries)
         print(out["million"], flush=True)
     finally:

@@ -53,6 +53,40 @@ def targets(mean: dict, sd: dict, chance: dict) -> dict:
     return ok
 
 
+def markdown(result: dict) -> str:
+    """README's demo table: mean ± sd over the seeds, each run, and chance (0-100)."""
+    names = {
+        "bbox/AP": "box AP", "segm/AP": "mask AP", "keypoints_vis/AP": "landmark AP (visible)",
+        "keypoints/AP": "landmark AP (visible + occluded)",
+        **{f"retrieval/top{k}": f"retrieval top-{k} (detected boxes)" for k in (1, 5, 10, 20)},
+        "retrieval_gt_boxes/top1": "retrieval top-1 (ground-truth boxes)",
+    }  # fmt: skip
+    seeds = ", ".join(str(s) for s in result["seeds"])
+    lines = [
+        f"| benchmark (validation, 0-100) | mean ± sd | runs (seeds {seeds}) | chance |",
+        "|---|---|---|---|",
+    ]
+    for key, name in names.items():
+        task, metric = key.split("/")
+        ref = result["chance"].get("retrieval" if task.startswith("retrieval") else task, {})
+        ref = ref.get(metric, ref.get("AP"))
+        runs = " / ".join(f"{v:.1f}" for v in result["runs"][key])
+        lines.append(
+            f"| {name} | {result['mean'][key]:.1f} ± {result['sd'][key]:.1f} | {runs} | "
+            f"{'' if ref is None else f'{ref:.1f}'} |"
+        )
+    return "\n".join(lines)
+
+
+def _cpu_model() -> str:
+    """The CPU's name: results round differently on another CPU (see the README)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -97,9 +131,13 @@ def main() -> None:
         "chance": {t: chance[t] for t in ("bbox", "segm", "keypoints", "retrieval")},
         "not_above_chance": sorted(set(below)),
         "cpu_count": os.cpu_count(),
+        "cpu": _cpu_model(),
+        "recipe": {"config": "configs/Mini-CPU.yaml", "max_iter": runs[0]["train_iterations"]},
     }
     result["targets"] = targets(mean, sd, chance)
+    result["markdown"] = markdown(result)
     print(json.dumps({"mean": mean, "sd": sd, "targets": result["targets"]}, indent=1))
+    print(result["markdown"])
     write_json(args.out, result)
 
 

@@ -173,3 +173,13 @@ def test_unknown_names():
         model_zoo.get_config_file("DeepFashion2/nope")
     with pytest.raises(KeyError, match="no published checkpoint"):
         model_zoo.get_checkpoint_url("DeepFashion2/mask_rcnn_landmarks_R_50_FPN_3x")
+
+
+def test_the_published_name_loads_only_the_published_file(served):
+    pinned = model_zoo.CHECKPOINTS["DeepFashion2/Mini-CPU"]
+    assert len(pinned["sha256"]) == 64 and int(pinned["sha256"], 16) >= 0
+    assert model_zoo.get_checkpoint_url("Mini-CPU") == "deepfashion2://" + pinned["file"]
+    # a server offering another file under the published name (with its own matching .sha256)
+    _publish(served, pinned["file"], {"model": {"w": torch.ones(3)}})
+    with pytest.raises(ChecksumError, match="refusing to use it"):
+        model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")

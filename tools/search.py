@@ -4,7 +4,7 @@ Search a catalogue (``tools/index_catalogue.py``) with photos: each garment dete
 gets its top-k catalogue items (image, box, category, similarity), printed as JSON, and a picture
 per photo (the garments and their matches) is drawn into ``--output``:
 
-    python tools/search.py --catalogue catalogue/ --input photo.jpg [more.jpg ...] \
+    python tools/search.py --catalogue catalogue/ --input photo.jpg [more.jpg ...] \\
         [--top-k 20] [--output search_out/] [--all-categories] [MODEL.WEIGHTS ...]
 
 The model is the catalogue's own (its config.yaml and weights); overrides are checked: weights or

@@ -11,9 +11,15 @@ from detectron2.modeling import build_model
 
 from ..config import add_deepfashion2_config
 
-# name -> published checkpoint: file under the base URL and its sha256. Filled in by
-# tools/export_model.py's output when a model is released.
-CHECKPOINTS: dict[str, dict[str, str]] = {}
+# name -> published checkpoint: file under the base URL and its sha256 (tools/export_model.py
+# prints both). The sha256 is what makes a download trusted: only the file exported from the
+# published run loads under its name (MODEL_ZOO.md: where it was trained, and its spread).
+CHECKPOINTS: dict[str, dict[str, str]] = {
+    "DeepFashion2/Mini-CPU": {
+        "file": "Mini-CPU.pth",
+        "sha256": "39ad928456139661ea6d6e62b6aeb1645eda7538fc64560799ae02e39579ff2c",
+    },
+}
 
 CONFIGS = {
     "DeepFashion2/Mini-CPU": "Mini-CPU.yaml",

@@ -29,7 +29,7 @@ def model_identity(cfg, config_name: str = "") -> dict:
             "max_per_image": r.MAX_PER_IMAGE,
             "same_category": r.SAME_CATEGORY,
             "index": r.INDEX,
-            "exact_max": r.EXACT_MAX_GALLERY,
+            "exact_max": r.CATALOGUE_EXACT_MAX,
         },
     }
 
