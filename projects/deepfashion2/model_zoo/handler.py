@@ -4,12 +4,12 @@ local cache and verified by sha256 every time they are used.
 
 What is trusted, and only that: the sha256 pinned in this project's model-zoo table
 (:data:`.model_zoo.CHECKPOINTS`), one given by the user in the path
-(``deepfashion2://NAME.pth#sha256=<64 hex digits>``, pip's hash-fragment form: Detectron2's
-main branch strips a ``?query`` from checkpoint paths before they reach this handler), or one listed in a file the user names with
-``$DEEPFASHION2_TRUSTED_SHA256`` (lines ``<sha256>  <NAME>``, as ``sha256sum`` writes them). A hash
-published on the same server as the file is never used: it would only detect a corrupted transfer,
-not a forged file. Formats that Detectron2 unpickles (``.pkl``) are refused: a ``.pth`` is loaded
-with ``torch.load(weights_only=True)``, which runs no code.
+(``deepfashion2://NAME.pth#sha256=<64 hex digits>``, pip's hash-fragment form: Detectron2's main
+branch strips a ``?query`` from checkpoint paths before they reach this handler), or one listed in
+a file the user names with ``$DEEPFASHION2_TRUSTED_SHA256`` (lines ``<sha256> <NAME>``, as
+``sha256sum`` writes them). A hash published on the same server as the file is never used: it would
+only detect a corrupted transfer, not a forged file. Formats that Detectron2 unpickles (``.pkl``)
+are refused: a ``.pth`` is loaded with ``torch.load(weights_only=True)``, which runs no code.
 
 The files come from ``$DEEPFASHION2_MODEL_ZOO_URL`` (no default: the project hosts no release
 yet). A file already in the cache is used offline, after its hash is checked again.
