@@ -246,27 +246,32 @@ def test_errors_cross_process_boundaries(split_copy):
     assert (e.value.file, e.value.item, e.value.field) == (path, "item1", "scale")
 
 
-def test_prepare_script_exit_status(split_copy, tmp_path):
+def _prepare(capsys, *argv: str) -> tuple[int, str, str]:
+    """datasets/prepare_deepfashion2.py in this process: (exit status, stdout, stderr)."""
+    import importlib.util
+
     script = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_deepfashion2.py")
-    args = [
-        sys.executable,
-        script,
-        "--anno-dir",
-        os.path.join(split_copy, "annos"),
-        "--image-dir",
-        os.path.join(split_copy, "image"),
-        "--cache-dir",
-        str(tmp_path),
-    ]
-    ok = subprocess.run(args, capture_output=True, text=True)
-    assert ok.returncode == 0, ok.stderr
+    spec = importlib.util.spec_from_file_location("prepare_deepfashion2", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    capsys.readouterr()
+    code = mod.main(list(argv))  # what `sys.exit(main())` exits with
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_prepare_script_exit_status(split_copy, tmp_path, capsys, caplog):
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    args = ["--anno-dir", annos, "--image-dir", images, "--cache-dir", str(tmp_path)]
+    code, _, err = _prepare(capsys, *args)
+    assert code == 0, err
     path = _damage(split_copy, _set("occlusion", 0))
-    bad = subprocess.run(args, capture_output=True, text=True)
-    assert bad.returncode == 1
-    assert f"{path}: item1: occlusion: 0 is outside 1..3" in bad.stderr
-    assert "Traceback" not in bad.stderr
-    lenient = subprocess.run(args + ["--lenient"], capture_output=True, text=True)
-    assert lenient.returncode == 0 and "occlusion: out of range: 1" in lenient.stderr
+    code, _, err = _prepare(capsys, *args)
+    assert code == 1
+    assert f"{path}: item1: occlusion: 0 is outside 1..3" in err
+    assert "Traceback" not in err
+    code, _, err = _prepare(capsys, *args, "--lenient")
+    assert code == 0 and "occlusion: out of range: 1" in caplog.text  # the script's log
 
 
 def test_messages_show_numbers_as_the_file_writes_them(split_copy):
@@ -282,24 +287,21 @@ def test_messages_show_numbers_as_the_file_writes_them(split_copy):
         _load(split_copy)
 
 
-def test_prepare_refuses_a_folder_without_annotations_and_reports_skips(split_copy, tmp_path):
-    script = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_deepfashion2.py")
+def test_prepare_refuses_a_folder_without_annotations_and_reports_skips(
+    split_copy, tmp_path, capsys
+):
     root = os.path.dirname(os.path.join(split_copy, "annos"))
     for anno_dir in (root, str(tmp_path)):  # the split root, an empty folder
-        run = subprocess.run(
-            [sys.executable, script, "--anno-dir", anno_dir, "--image-dir", root + "/image"],
-            capture_output=True, text=True,
-        )  # fmt: skip
-        assert run.returncode == 1 and "holds no annotation files" in run.stderr
-        assert "OK" not in run.stdout and "Traceback" not in run.stderr
+        code, out, err = _prepare(capsys, "--anno-dir", anno_dir, "--image-dir", root + "/image")
+        assert code == 1 and "holds no annotation files" in err
+        assert "OK" not in out and "Traceback" not in err
     _damage(split_copy, _set("occlusion", 0))
-    run = subprocess.run(
-        [sys.executable, script, "--anno-dir", root + "/annos", "--image-dir", root + "/image",
-         "--lenient", "--no-cache"],
-        capture_output=True, text=True,
+    code, out, _ = _prepare(
+        capsys, "--anno-dir", root + "/annos", "--image-dir", root + "/image", "--lenient",
+        "--no-cache",
     )  # fmt: skip
-    assert run.returncode == 0 and "skipped 1 (occlusion: out of range: 1)" in run.stdout
-    assert "OK" not in run.stdout
+    assert code == 0 and "skipped 1 (occlusion: out of range: 1)" in out
+    assert "OK" not in out
 
 
 def test_a_truncated_image_is_named_when_training(split_copy):
@@ -363,6 +365,7 @@ def test_evaluate_tool_names_the_bad_file_in_one_line(split_copy, tmp_path, cont
     assert text.startswith(f"error: {bad}") and message in text and "\n" not in text
 
 
+@pytest.mark.slow  # a whole process (imports torch and Detectron2); the in-process check is above
 def test_evaluate_command_exits_1_with_one_line(split_copy, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"[]")

@@ -382,6 +382,7 @@ def _generate(root):
     return ensure_mini_split("validation", root=root)
 
 
+@pytest.mark.slow
 def test_processes_generating_the_embedded_set_at_once_agree(tmp_path):
     import multiprocessing
 

@@ -44,6 +44,7 @@ def metrics(out):
     return [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
 
 
+@pytest.mark.slow
 def test_loss_decreases_and_eval_only_runs(tmp_path):
     run(tiny_opts(tmp_path, 40))
     # the writers log medians over 20-iteration windows: iterations 0-19 vs 20-39
