@@ -128,7 +128,9 @@ def main() -> None:
         "sd": sd,
         "wall_seconds": [r["wall_seconds"] for r in runs],
         "train_seconds": [r["train_seconds"] for r in runs],
-        "chance": {t: chance[t] for t in ("bbox", "segm", "keypoints", "retrieval")},
+        "chance": {
+            t: chance[t] for t in ("bbox", "segm", "keypoints", "keypoints_vis", "retrieval")
+        },
         "not_above_chance": sorted(set(below)),
         "cpu_count": os.cpu_count(),
         "cpu": _cpu_model(),
