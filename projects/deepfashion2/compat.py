@@ -38,7 +38,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-_applied: list[str] = []
+_applied: list[str] | None = None  # None until apply_backports has probed this Detectron2
 
 
 def _map_dataset_needs_fix() -> bool:
@@ -98,22 +98,23 @@ def apply_backports() -> list[str]:
     Apply the run-time back-ports the installed Detectron2 needs (idempotent); returns their
     names. Called by :class:`deepfashion2.engine.Trainer` before it builds anything.
     """
-    if not _applied:
+    global _applied
+    if _applied is None:
         from detectron2.data.common import MapDataset
         from detectron2.engine import hooks
 
+        applied = []
         if _map_dataset_needs_fix():
             MapDataset.__getitem__ = _map_dataset_getitem
-            _applied.append("MapDataset.__getitem__")
+            applied.append("MapDataset.__getitem__")
         if _lr_scheduler_hook_needs_fix():
             hooks.LRScheduler.state_dict = _scheduler_state_dict
             hooks.LRScheduler.load_state_dict = _scheduler_load_state_dict
-            _applied.append("hooks.LRScheduler.state_dict")
-        _applied.append("")  # checked: nothing more to do on a second call
-        names = [n for n in _applied if n]
-        if names:
-            logger.info(f"Detectron2 back-ports applied (deepfashion2.compat): {', '.join(names)}")
-    return [n for n in _applied if n]
+            applied.append("hooks.LRScheduler.state_dict")
+        if applied:
+            logger.info(f"Detectron2 back-ports applied (compat): {', '.join(applied)}")
+        _applied = applied
+    return list(_applied)
 
 
 def trainer_saves_optimizer() -> bool:

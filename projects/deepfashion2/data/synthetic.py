@@ -23,6 +23,7 @@ import orjson
 from PIL import Image, ImageDraw
 
 from ..landmarks import CATEGORIES, NECKLINE_CATEGORIES, OUTWEAR_CATEGORIES, Category
+from ..utils.files import remove_dead_temporaries, temporary_folder
 
 # Left half of each silhouette in a unit box, from the top of the centre line down to the bottom
 # of the centre line (x = 0.5 is the axis of symmetry).
@@ -442,8 +443,8 @@ def ensure_mini_split(split: str, root: str | None = None, seed: int = 2019) -> 
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
         if not done():  # nobody generated it while this process waited
             num, offset = MINI_SPLITS[split]
-            tmp = f"{out}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_dead_temporaries(root)  # of generators killed midway
+            tmp = temporary_folder(root)
             generate_split(tmp, num, seed + offset, first_id=1 + 100000 * offset)
             with open(os.path.join(tmp, ".complete"), "w") as f:
                 f.write(stamp)

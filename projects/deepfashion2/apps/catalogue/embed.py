@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -72,6 +73,11 @@ class GarmentEmbedder:
                         inst = o["instances"].to(torch.device("cpu"))
                         out[i] = best_detections(inst, self.min_score, limit)
         return out  # type: ignore[return-value]
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        """:func:`model_identity` of this model (hashes the weights once, not per search)."""
+        return model_identity(self.cfg)
 
     def gallery(self, paths: list[str]) -> list[tuple]:
         """What a shop image contributes to a catalogue (the evaluator's gallery policy)."""

@@ -46,7 +46,7 @@ def search_photos(
         cat.check_model(model_identity(cfg))
         embedder = GarmentEmbedder(cfg)
     else:
-        cat.check_model(model_identity(embedder.cfg))
+        cat.check_model(embedder.identity)
     if same_category is None:
         same_category = cat.meta.get("policy", {}).get("same_category", True)
     t0 = time.perf_counter()
