@@ -68,8 +68,9 @@ def markdown(result: dict) -> str:
     ]
     for key, name in names.items():
         task, metric = key.split("/")
+        # both retrieval variants against a random ranking of the same gallery
         ref = result["chance"].get("retrieval" if task.startswith("retrieval") else task, {})
-        ref = ref.get(metric, ref.get("AP"))
+        ref = ref.get(metric)
         runs = " / ".join(f"{v:.1f}" for v in result["runs"][key])
         lines.append(
             f"| {name} | {result['mean'][key]:.1f} ± {result['sd'][key]:.1f} | {runs} | "
