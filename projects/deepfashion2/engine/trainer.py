@@ -7,7 +7,6 @@ import itertools
 import logging
 import os
 
-import torch
 from detectron2.data import (
     MetadataCatalog,
     build_detection_test_loader,
@@ -21,7 +20,6 @@ from detectron2.data.build import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
 from .. import compat
@@ -35,6 +33,7 @@ from ..evaluation import (
     tables,
 )
 from .checkpoint import DeepFashion2Checkpointer
+from .optim import build_adamw
 
 
 def build_train_dataset_dicts(cfg) -> list[dict]:
@@ -117,16 +116,7 @@ class Trainer(DefaultTrainer):
             return super().build_optimizer(cfg, model)
         if cfg.SOLVER.OPTIMIZER != "AdamW":
             raise ValueError(f"SOLVER.OPTIMIZER: {cfg.SOLVER.OPTIMIZER!r} (SGD or AdamW)")
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
-        return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
-            params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
-        )
+        return build_adamw(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
