@@ -55,5 +55,12 @@ def add_deepfashion2_config(cfg: CN) -> None:
     cfg.MODEL.ROI_MATCH_HEAD.EMBED_DIM = 256
     cfg.MODEL.ROI_MATCH_HEAD.TEMPERATURE = 0.1
     cfg.MODEL.ROI_MATCH_HEAD.LOSS_WEIGHT = 1.0
+    # > 0: the head also sees each RoI's own pixels, pooled at this resolution from the input
+    # image (the backbone's "image" output) through one conv: colour and pattern, which the
+    # detector's features are trained to ignore (garments are told apart by shape). 0 = off.
+    cfg.MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION = 0
+    cfg.MODEL.ROI_MATCH_HEAD.IMAGE_CONV_DIM = 16
+    # True: the matching loss trains the matching head only, not the shared backbone and FPN.
+    cfg.MODEL.ROI_MATCH_HEAD.DETACH_FEATURES = False
     # Foreground RoIs of paired garments per image that the loss sees (random subset).
     cfg.MODEL.ROI_MATCH_HEAD.MAX_ROIS_PER_IMAGE = 32

@@ -7,8 +7,9 @@ convolutions, whose cost grows with the square of the width.
 
 from __future__ import annotations
 
+import torch
 from detectron2.layers import ShapeSpec
-from detectron2.modeling import BACKBONE_REGISTRY
+from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 from detectron2.modeling.backbone import FPN, ResNet
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
@@ -39,14 +40,38 @@ def build_basic_resnet(cfg, input_shape: ShapeSpec) -> ResNet:
     return ResNet(stem, stages, out_features=r.OUT_FEATURES, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
 
+class FPNWithImage(FPN):
+    """
+    FPN whose outputs also hold ``"image"``: the (normalised) input itself, stride 1, for heads
+    that pool pixels (``MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION``). Other heads ignore it:
+    they read only their ``IN_FEATURES``. Parameters are FPN's, under the same names.
+    """
+
+    def __init__(self, *args, image_channels: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._image_shape = ShapeSpec(channels=image_channels, stride=1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {**super().forward(x), "image": x}
+
+    def output_shape(self) -> dict[str, ShapeSpec]:
+        return {**super().output_shape(), "image": self._image_shape}
+
+
 @BACKBONE_REGISTRY.register()
-def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> FPN:
-    """``MODEL.BACKBONE.NAME: build_basic_resnet_fpn_backbone``; FPN as in the stock builder."""
-    return FPN(
+def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """
+    ``MODEL.BACKBONE.NAME: build_basic_resnet_fpn_backbone``; FPN as in the stock builder, plus the
+    ``"image"`` output when the matching head pools pixels.
+    """
+    image = cfg.MODEL.MATCH_ON and cfg.MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION > 0
+    extra = {"image_channels": input_shape.channels} if image else {}
+    return (FPNWithImage if image else FPN)(
         bottom_up=build_basic_resnet(cfg, input_shape),
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,
         top_block=LastLevelMaxPool(),
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
+        **extra,
     )

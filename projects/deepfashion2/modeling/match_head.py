@@ -20,8 +20,11 @@ The registered object is called with `obj(cfg, input_shape)`.
 """
 
 
-def build_match_head(cfg, input_shape: ShapeSpec) -> nn.Module:
-    return ROI_MATCH_HEAD_REGISTRY.get(cfg.MODEL.ROI_MATCH_HEAD.NAME)(cfg, input_shape)
+def build_match_head(
+    cfg, input_shape: ShapeSpec, image_shape: ShapeSpec | None = None
+) -> nn.Module:
+    """``image_shape``: (C, P, P) of the RoIs' pooled pixels, when the head sees them."""
+    return ROI_MATCH_HEAD_REGISTRY.get(cfg.MODEL.ROI_MATCH_HEAD.NAME)(cfg, input_shape, image_shape)
 
 
 def cross_image_contrastive_loss(
@@ -58,7 +61,9 @@ def cross_image_contrastive_loss(
 @ROI_MATCH_HEAD_REGISTRY.register()
 class MatchEmbeddingHead(nn.Module):
     """
-    Convs + FC on the pooled RoI features, projected to an L2-normalised embedding.
+    Convs + FC on the pooled RoI features, projected to an L2-normalised embedding. With
+    ``image_shape``, the RoI's pooled pixels go through one 3x3 conv (stride 2) and join the
+    features at the FC: the colour and pattern that tell one garment from another of its category.
     Training: a cross-image contrastive loss on foreground RoIs of paired garments.
     Inference: sets ``pred_embeddings`` (R_i, E) on each image's instances.
     """
@@ -75,6 +80,8 @@ class MatchEmbeddingHead(nn.Module):
         loss_weight: float = 1.0,
         max_rois_per_image: int = 32,
         conv_norm: str = "",
+        image_shape: ShapeSpec | None = None,
+        image_conv_dim: int = 16,
     ):
         super().__init__()
         c = input_shape.channels
@@ -92,7 +99,16 @@ class MatchEmbeddingHead(nn.Module):
             self.add_module(f"conv{k + 1}", conv)
             self.convs.append(conv)
             c = d
-        self.fc = nn.Linear(c * input_shape.height * input_shape.width, fc_dim)
+        fc_in = c * input_shape.height * input_shape.width
+        self.image_conv = None
+        if image_shape is not None:
+            self.image_conv = Conv2d(
+                image_shape.channels, image_conv_dim, 3, stride=2, padding=1, activation=F.relu
+            )
+            fc_in += (
+                image_conv_dim * ((image_shape.height + 1) // 2) * ((image_shape.width + 1) // 2)
+            )
+        self.fc = nn.Linear(fc_in, fc_dim)
         self.embed = nn.Linear(fc_dim, embed_dim)
         self.temperature = temperature
         self.loss_weight = loss_weight
@@ -104,10 +120,12 @@ class MatchEmbeddingHead(nn.Module):
                     nn.init.constant_(m.bias, 0)
 
     @classmethod
-    def from_config(cls, cfg, input_shape):
+    def from_config(cls, cfg, input_shape, image_shape=None):
         mh = cfg.MODEL.ROI_MATCH_HEAD
         return {
             "input_shape": input_shape,
+            "image_shape": image_shape,
+            "image_conv_dim": mh.IMAGE_CONV_DIM,
             "conv_dims": list(mh.CONV_DIMS),
             "fc_dim": mh.FC_DIM,
             "embed_dim": mh.EMBED_DIM,
@@ -117,21 +135,29 @@ class MatchEmbeddingHead(nn.Module):
             "conv_norm": mh.NORM,
         }
 
-    def embeddings(self, x: torch.Tensor) -> torch.Tensor:
-        """(R, C, P, P) -> (R, E), unit length."""
+    def embeddings(self, x: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
+        """(R, C, P, P) features [and (R, 3, Q, Q) pixels] -> (R, E), unit length."""
         for conv in self.convs:
             x = conv(x)
-        x = F.relu(self.fc(x.flatten(1)))
+        x = x.flatten(1)
+        if self.image_conv is not None:
+            if pixels is None:
+                raise ValueError(f"{type(self).__name__} was built to see the RoIs' pixels")
+            x = torch.cat([x, self.image_conv(pixels).flatten(1)], dim=1)
+        x = F.relu(self.fc(x))
         return F.normalize(self.embed(x), dim=1)
 
-    def forward(self, x: torch.Tensor, instances: list[Instances]):
+    def forward(
+        self, x: torch.Tensor, instances: list[Instances], pixels: torch.Tensor | None = None
+    ):
         """
         Args:
             x: (R, C, P, P) features of the RoIs of all images, in the order of ``instances``.
+            pixels: (R, 3, Q, Q) the RoIs' pooled pixels, for a head built with ``image_shape``.
             instances: training: the RoIs selected by :meth:`select_training_rois` with
                 ``gt_match_ids``; inference: detections with ``pred_boxes``.
         """
-        emb = self.embeddings(x)
+        emb = self.embeddings(x, pixels)
         if not self.training:
             for inst, e in zip(instances, emb.split([len(i) for i in instances])):
                 inst.pred_embeddings = e

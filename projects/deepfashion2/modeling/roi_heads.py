@@ -28,6 +28,8 @@ class MatchROIHeads(StandardROIHeads):
         match_in_features: list[str] | None = None,
         match_pooler: ROIPooler | None = None,
         match_head: torch.nn.Module | None = None,
+        match_image_pooler: ROIPooler | None = None,
+        match_detach_features: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -36,6 +38,8 @@ class MatchROIHeads(StandardROIHeads):
             self.match_in_features = match_in_features
             self.match_pooler = match_pooler
             self.match_head = match_head
+            self.match_image_pooler = match_image_pooler
+            self.match_detach_features = match_detach_features
 
     @classmethod
     def from_config(cls, cfg, input_shape):
@@ -59,11 +63,26 @@ class MatchROIHeads(StandardROIHeads):
         shape = ShapeSpec(
             channels=channels, height=mh.POOLER_RESOLUTION, width=mh.POOLER_RESOLUTION
         )
-        return {
+        ret = {
             "match_in_features": in_features,
             "match_pooler": pooler,
-            "match_head": build_match_head(cfg, shape),
+            "match_detach_features": mh.DETACH_FEATURES,
         }
+        image_shape = None
+        if mh.IMAGE_POOLER_RESOLUTION > 0:
+            if "image" not in input_shape:
+                raise ValueError(
+                    "MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION > 0 needs a backbone with an "
+                    f"'image' output (build_basic_resnet_fpn_backbone); {cfg.MODEL.BACKBONE.NAME} "
+                    f"gives {sorted(input_shape)}"
+                )
+            r = mh.IMAGE_POOLER_RESOLUTION
+            ret["match_image_pooler"] = ROIPooler(
+                output_size=r, scales=(1.0,), sampling_ratio=0, pooler_type=mh.POOLER_TYPE
+            )
+            image_shape = ShapeSpec(channels=input_shape["image"].channels, height=r, width=r)
+        ret["match_head"] = build_match_head(cfg, shape, image_shape)
+        return ret
 
     def forward(self, images, features, proposals, targets=None):
         instances, losses = super().forward(images, features, proposals, targets)
@@ -83,5 +102,11 @@ class MatchROIHeads(StandardROIHeads):
             instances, _ = select_foreground_proposals(instances, self.num_classes)
             instances = self.match_head.select_training_rois(instances)
         boxes = [x.proposal_boxes if self.training else x.pred_boxes for x in instances]
-        x = self.match_pooler([features[f] for f in self.match_in_features], boxes)
-        return self.match_head(x, instances)
+        feats = [features[f] for f in self.match_in_features]
+        if self.match_detach_features:
+            feats = [f.detach() for f in feats]
+        x = self.match_pooler(feats, boxes)
+        pixels = None
+        if self.match_image_pooler is not None:
+            pixels = self.match_image_pooler([features["image"]], boxes)
+        return self.match_head(x, instances, pixels)
