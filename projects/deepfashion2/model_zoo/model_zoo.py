@@ -17,7 +17,7 @@ from ..config import add_deepfashion2_config
 CHECKPOINTS: dict[str, dict[str, str]] = {
     "DeepFashion2/Mini-CPU": {
         "file": "Mini-CPU.pth",
-        "sha256": "39ad928456139661ea6d6e62b6aeb1645eda7538fc64560799ae02e39579ff2c",
+        "sha256": "9e35f04e8ffe04c4177f52ba2b5808d66e49d5d4f6266138c292d756425ae37f",
     },
 }
 
