@@ -19,22 +19,15 @@ import torch
 from _common import write_json
 from detectron2.config import get_cfg
 from detectron2.modeling import build_model
-from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.solver.build import maybe_add_gradient_clipping
 
 from deepfashion2 import add_deepfashion2_config
-from deepfashion2.engine.optim import build_adamw
+from deepfashion2.engine.optim import build_adamw, param_groups
 from deepfashion2.model_zoo import get_config_file
 
 
 def stock(cfg, model):
-    s = cfg.SOLVER
-    params = get_default_optimizer_params(
-        model,
-        base_lr=s.BASE_LR,
-        weight_decay_norm=s.WEIGHT_DECAY_NORM,
-        bias_lr_factor=s.BIAS_LR_FACTOR,
-        weight_decay_bias=s.WEIGHT_DECAY_BIAS,
-    )
+    params = param_groups(cfg, model)
     return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
         params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
     )

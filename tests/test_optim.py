@@ -7,7 +7,6 @@ import torch
 from detectron2.config import get_cfg
 from detectron2.solver.build import (
     _create_gradient_clipper,
-    get_default_optimizer_params,
     maybe_add_gradient_clipping,
 )
 
@@ -16,6 +15,7 @@ from deepfashion2.engine.optim import (
     AdamWPerParameterClip,
     build_adamw,
     clip_grad_norm_per_parameter_,
+    param_groups,
 )
 
 
@@ -67,14 +67,7 @@ def test_build_adamw_steps_like_detectron2_wrapped_adamw(clip_type):
     ours_model, ref_model = _model(), _model()
     ours = build_adamw(cfg, ours_model)
     assert isinstance(ours, AdamWPerParameterClip) == (clip_type == "norm")
-    s = cfg.SOLVER  # Detectron2's own optimizer, built from the same config
-    params = get_default_optimizer_params(
-        ref_model,
-        base_lr=s.BASE_LR,
-        weight_decay_norm=s.WEIGHT_DECAY_NORM,
-        bias_lr_factor=s.BIAS_LR_FACTOR,
-        weight_decay_bias=s.WEIGHT_DECAY_BIAS,
-    )
+    params = param_groups(cfg, ref_model)  # Detectron2's own clipped AdamW on the same groups
     ref = maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
         params, lr=cfg.SOLVER.BASE_LR, weight_decay=cfg.SOLVER.WEIGHT_DECAY
     )

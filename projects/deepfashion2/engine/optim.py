@@ -40,16 +40,22 @@ class AdamWPerParameterClip(torch.optim.AdamW):
         return super().step(closure)
 
 
-def build_adamw(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
-    """AdamW over Detectron2's default parameter groups, clipped as ``SOLVER.CLIP_GRADIENTS``."""
+def param_groups(cfg, model: torch.nn.Module) -> list[dict]:
+    """Detectron2's default parameter groups (learning rate and weight decay per kind of weight)."""
     s = cfg.SOLVER
-    params = get_default_optimizer_params(
+    return get_default_optimizer_params(
         model,
         base_lr=s.BASE_LR,
         weight_decay_norm=s.WEIGHT_DECAY_NORM,
         bias_lr_factor=s.BIAS_LR_FACTOR,
         weight_decay_bias=s.WEIGHT_DECAY_BIAS,
     )
+
+
+def build_adamw(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW over Detectron2's default parameter groups, clipped as ``SOLVER.CLIP_GRADIENTS``."""
+    s = cfg.SOLVER
+    params = param_groups(cfg, model)
     # the fused kernel needs floating-point tensors on a device it supports (CPU, CUDA)
     fused = all(
         p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in model.parameters()
