@@ -25,3 +25,12 @@ def write_json(path: str, result: dict, indent: int = 1) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as f:
         json.dump(result, f, indent=indent)
+
+
+def cpu_model() -> str:
+    """The CPU's name: results round differently on another CPU (see the README)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return "unknown"

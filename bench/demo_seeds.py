@@ -25,7 +25,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import write_json
+from _common import cpu_model, write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 METRICS = [
@@ -79,15 +79,6 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _cpu_model() -> str:
-    """The CPU's name: results round differently on another CPU (see the README)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        return "unknown"
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -134,7 +125,7 @@ def main() -> None:
         },
         "not_above_chance": sorted(set(below)),
         "cpu_count": os.cpu_count(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "recipe": {"config": "configs/Mini-CPU.yaml", "max_iter": runs[0]["train_iterations"]},
     }
     result["targets"] = targets(mean, sd, chance)

@@ -56,6 +56,9 @@ def test_short_demo_from_another_directory(tmp_path, synthetic_split):
     # evaluated once: one inference on detected boxes, one on ground-truth boxes
     assert log.count("Start inference on") == 2
     saved = json.loads((out / "metrics.json").read_text())
+    # trained as `make demo` trains on CPU: two processes, the log of the first in log.txt
+    assert saved["train_processes"] == 2
+    assert "iter: 3 " in log and (out / "log.txt.rank1").exists()
     for task in ("bbox", "segm", "keypoints", "keypoints_vis", "retrieval", "retrieval_gt_boxes"):
         assert task in saved and task in saved["chance"] and task in saved["above_chance"]
     assert set(saved["above_chance"]["retrieval"]) == {f"top{k}" for k in (1, 5, 10, 15, 20)}

@@ -19,9 +19,21 @@ def main() -> None:
     p.add_argument("--output", default="output/demo")
     p.add_argument("--config-file", help="default: Mini-CPU on CPU, R50-FPN 1x on a GPU")
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="data order and initialisation")
+    p.add_argument(
+        "--num-processes",
+        type=int,
+        help="training processes (default: 2 on CPU, sharing the cores; 1 on a GPU)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args()
-    run_demo(args.output, args.dataset, args.config_file, args.opts, seed=args.seed)
+    run_demo(
+        args.output,
+        args.dataset,
+        args.config_file,
+        args.opts,
+        seed=args.seed,
+        num_processes=args.num_processes,
+    )
 
 
 if __name__ == "__main__":

@@ -6,16 +6,15 @@ folder is used instead of the synthetic set.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import sys
 import time
 
 import torch
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog
 from detectron2.utils.env import seed_all_rng
-from detectron2.utils.logger import setup_logger
 
 from ... import add_deepfashion2_config
 from ...data import dataset_dicts, register_deepfashion2
@@ -24,22 +23,9 @@ from ...evaluation import GroundTruth
 from ...model_zoo import get_config_file
 from . import figures, report
 from .chance import above_chance, chance_levels
-from .training import evaluate, train
+from .training import default_num_processes, evaluate, setup_logging, train
 
 DEMO_SEED = 2019
-
-
-def _concise(record: logging.LogRecord) -> bool:
-    """Console filter: warnings, and Detectron2's periodic inference progress."""
-    return record.levelno >= logging.WARNING or record.name == "detectron2.evaluation.evaluator"
-
-
-def _setup_logging(output_dir: str) -> None:
-    for name in ("detectron2", "deepfashion2"):  # concise console, full log.txt
-        setup_logger(output=os.path.join(output_dir, "log.txt"), name=name)
-        for h in logging.getLogger(name).handlers:
-            if getattr(h, "stream", None) in (sys.stdout, sys.stderr):
-                h.addFilter(_concise)
 
 
 def register(dataset: str | None) -> tuple[str, str]:
@@ -89,20 +75,25 @@ def run_demo(
     opts: list[str] | tuple = (),
     num_drawings: int = 4,
     seed: int = DEMO_SEED,
+    num_processes: int | None = None,
 ) -> dict:
-    """Train, evaluate and draw; returns the contents of ``metrics.json``."""
+    """
+    Train, evaluate and draw; returns the contents of ``metrics.json``. ``num_processes``: training
+    processes, by default :func:`.training.default_num_processes` (2 on CPU, 1 on a GPU).
+    """
     start = time.perf_counter()
     os.makedirs(output_dir, exist_ok=True)
-    _setup_logging(output_dir)
+    setup_logging(output_dir)
     train_name, val_name = register(dataset)
     cfg = demo_config(output_dir, train_name, val_name, config_file, opts, seed)
     seed_all_rng(cfg.SEED)  # weights, sampler and augmentation: the same run on the same machine
     with open(os.path.join(output_dir, "config.yaml"), "w") as f:
         f.write(cfg.dump())
 
-    trainer, train_s = train(cfg)
+    num_processes = num_processes or default_num_processes(cfg)
+    model, train_s = train(cfg, num_processes, functools.partial(register, dataset))
     print(f"Trained {cfg.SOLVER.MAX_ITER} iterations in {train_s / 60:.1f} min; evaluating ...")
-    results = evaluate(cfg, trainer.model)
+    results = evaluate(cfg, model)
     val_dicts = dataset_dicts(val_name, cfg)
     chance = chance_levels(GroundTruth.from_dicts(val_dicts))
     above = above_chance(results, chance)
@@ -114,6 +105,7 @@ def run_demo(
         "seed": cfg.SEED,
         "train_iterations": cfg.SOLVER.MAX_ITER,
         "train_seconds": train_s,
+        "train_processes": num_processes,
         "datasets": {"train": train_name, "validation": val_name},
     }
     md = report.write_tables(results, output_dir)
