@@ -10,7 +10,10 @@ wall time of each run, and the issue's targets: box AP >= 35, mask AP >= 30, lan
 (visible + occluded) >= 20, retrieval top-1 (detected boxes) >= 20 and every top-k >= 1.5x the
 whole-gallery random-ranking chance, box AP sd <= 2.5.
 
-    python bench/demo_seeds.py [--seeds 1 2 3] [--out FILE] [--keep DIR]
+    python bench/demo_seeds.py [--seeds 1 2 3] [--out FILE] [--keep DIR [--reuse]]
+
+``--reuse`` (with ``--keep``) takes a seed's finished run from DIR instead of running it again
+(its metrics and the wall time recorded beside them), so that seeds can be added to a set later.
 """
 
 from __future__ import annotations
@@ -84,21 +87,28 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--out", default="bench/results/demo_seeds.json")
     p.add_argument("--keep", help="keep each run's demo folder under this folder")
+    p.add_argument("--reuse", action="store_true", help="take finished runs from --keep")
     args = p.parse_args()
+    if args.reuse and not args.keep:
+        p.error("--reuse needs --keep")
     work = args.keep or tempfile.mkdtemp(prefix="df2-demo-seeds-")
     runs = []
     try:
         for seed in args.seeds:
             out = os.path.join(work, f"seed{seed}")
-            t = time.perf_counter()
-            subprocess.run(
-                [sys.executable, os.path.join(ROOT, "tools", "run_demo.py"), "--output", out,
-                 "--seed", str(seed)],
-                check=True, stdout=subprocess.DEVNULL,
-            )  # fmt: skip
+            wall_file = os.path.join(out, "bench_wall_seconds.json")
+            if not (args.reuse and os.path.exists(wall_file)):
+                t = time.perf_counter()
+                subprocess.run(
+                    [sys.executable, os.path.join(ROOT, "tools", "run_demo.py"), "--output", out,
+                     "--seed", str(seed)],
+                    check=True, stdout=subprocess.DEVNULL,
+                )  # fmt: skip
+                write_json(wall_file, {"wall_seconds": time.perf_counter() - t})
             with open(os.path.join(out, "metrics.json")) as f:
                 m = json.load(f)
-            m["wall_seconds"] = time.perf_counter() - t
+            with open(wall_file) as f:
+                m["wall_seconds"] = json.load(f)["wall_seconds"]
             runs.append(m)
             got = {f"{t}/{k}": round(m[t][k], 1) for t, k in METRICS[:1] + METRICS[6:9]}
             print(f"seed {seed}: {m['wall_seconds']:.0f} s, {got}", flush=True)
@@ -128,6 +138,8 @@ def main() -> None:
         "cpu": cpu_model(),
         "recipe": {"config": "configs/Mini-CPU.yaml", "max_iter": runs[0]["train_iterations"]},
     }
+    if len({r["train_iterations"] for r in runs}) > 1:
+        raise SystemExit(f"runs of different recipes: {[r['train_iterations'] for r in runs]}")
     result["targets"] = targets(mean, sd, chance)
     result["markdown"] = markdown(result)
     print(json.dumps({"mean": mean, "sd": sd, "targets": result["targets"]}, indent=1))

@@ -17,7 +17,7 @@ from deepfashion2.apps.demo.report import summary
 
 SHORT = [
     "SOLVER.MAX_ITER", "4",
-    "SOLVER.IMS_PER_BATCH", "2",
+    "SOLVER.IMS_PER_BATCH", "4",  # 2 per training process (pairs need 2)
     "SOLVER.WARMUP_ITERS", "0",
     "INPUT.MIN_SIZE_TRAIN", "(96,)",
     "INPUT.MAX_SIZE_TRAIN", "128",

@@ -17,7 +17,7 @@ from ..config import add_deepfashion2_config
 CHECKPOINTS: dict[str, dict[str, str]] = {
     "DeepFashion2/Mini-CPU": {
         "file": "Mini-CPU.pth",
-        "sha256": "9e35f04e8ffe04c4177f52ba2b5808d66e49d5d4f6266138c292d756425ae37f",
+        "sha256": "9dcf6e3a242ba8b515cedc40f5b3ee457b2e1abe110aba7575f51b286e723f37",
     },
 }
 

@@ -25,7 +25,7 @@ from . import figures, report
 from .chance import above_chance, chance_levels
 from .training import default_num_processes, evaluate, setup_logging, train
 
-DEMO_SEED = 2019
+DEMO_SEED = 6  # held out: every recipe-search run used 2019 (README, the demo)
 
 
 def register(dataset: str | None) -> tuple[str, str]:

@@ -104,8 +104,9 @@ def train(
 
 
 def default_num_processes(cfg) -> int:
-    """On CPU two processes (on 2 cores, one thread each: a fifth less time per iteration than
-    one process with both threads, bench/results/demo_processes.json), on a GPU one."""
+    """On CPU two processes (on 2 cores, one thread each: 0.62 against 0.80 s per iteration for
+    one process with both threads and a loader worker, bench/results/demo_processes.json), on a
+    GPU one."""
     return 2 if cfg.MODEL.DEVICE == "cpu" else 1
 
 
