@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Callable
 
+import torch
 from detectron2.engine import HookBase
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
@@ -105,9 +106,9 @@ def train(
 
 def default_num_processes(cfg) -> int:
     """On CPU two processes (on 2 cores, one thread each: 0.62 against 0.80 s per iteration for
-    one process with both threads and a loader worker, bench/results/demo_processes.json), on a
-    GPU one."""
-    return 2 if cfg.MODEL.DEVICE == "cpu" else 1
+    one process with both threads and a loader worker, bench/results/demo_processes.json); one
+    where there is a GPU (Detectron2's launch then starts one process per GPU)."""
+    return 2 if cfg.MODEL.DEVICE == "cpu" and not torch.cuda.is_available() else 1
 
 
 def evaluate(cfg, model) -> dict[str, dict[str, float]]:
