@@ -19,6 +19,7 @@ from detectron2.utils.logger import setup_logger
 from torch import nn
 from tqdm import tqdm
 
+from ...data import dataset_dicts
 from ...engine import DeepFashion2Checkpointer, Trainer, launch
 
 
@@ -91,6 +92,10 @@ def train(
     train_cfg.freeze()
     start = time.perf_counter()
     if num_processes > 1:
+        # parse (and cache) the training data here, once: its warnings (a lenient load's
+        # skipped items) reach this console, and the processes do not race to parse it
+        for name in cfg.DATASETS.TRAIN:
+            dataset_dicts(name, cfg)
         launch(_train_worker, num_processes, dist_url="auto", args=(train_cfg, setup))
         model = Trainer.build_model(cfg)
         DeepFashion2Checkpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
