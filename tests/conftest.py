@@ -18,6 +18,18 @@ SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 SAMPLES = os.path.join(SHARED, "df2_samples")
 # facts of the official scheme (slices, sigmas, flip pairs, skeletons), kept as test data
 SPEC = os.path.join(os.path.dirname(__file__), "data", "deepfashion2_spec.json")
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+
+
+def script_module(relpath: str):
+    """A script of the repository (``tools/search.py``) imported as a module, to call its main()."""
+    import importlib.util
+
+    name = os.path.splitext(os.path.basename(relpath))[0]
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, relpath))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 @pytest.fixture(scope="session")

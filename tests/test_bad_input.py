@@ -248,12 +248,9 @@ def test_errors_cross_process_boundaries(split_copy):
 
 def _prepare(capsys, *argv: str) -> tuple[int, str, str]:
     """datasets/prepare_deepfashion2.py in this process: (exit status, stdout, stderr)."""
-    import importlib.util
+    from conftest import script_module
 
-    script = os.path.join(os.path.dirname(__file__), "..", "datasets", "prepare_deepfashion2.py")
-    spec = importlib.util.spec_from_file_location("prepare_deepfashion2", script)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = script_module("datasets/prepare_deepfashion2.py")
     capsys.readouterr()
     code = mod.main(list(argv))  # what `sys.exit(main())` exits with
     out, err = capsys.readouterr()

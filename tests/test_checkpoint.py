@@ -5,6 +5,7 @@ Checkpoints under faults and hostile input: atomic writes (a run SIGKILLed while
 
 import os
 import pickle
+import runpy
 import subprocess
 import sys
 
@@ -107,3 +108,47 @@ def test_resume_skips_a_truncated_checkpoint(tmp_path, capfd):
     (out / "model_final.pth").write_bytes(b"")  # as a full disk or an old non-atomic write leaves
     trainer = _resumed(out)
     assert trainer.start_iter == 4 and "Cannot resume from" in capfd.readouterr().out
+
+
+def test_resume_refuses_another_models_checkpoint_by_its_first_difference(tmp_path):
+    from deepfashion2.engine import CheckpointMismatchError
+
+    out = tmp_path / "run"
+    train_net.main(default_argument_parser().parse_args(["--config-file", CONFIG] + _opts(out)))
+    # another layer size: Detectron2 would skip the layer, then restore AdamW's state of the old
+    # shapes (the fused step then crashed the process)
+    args = default_argument_parser().parse_args(
+        ["--config-file", CONFIG, "--resume"] + _opts(out) + ["MODEL.ROI_BOX_HEAD.FC_DIM", "24"]
+    )
+    trainer = train_net.Trainer(train_net.setup(args))
+    with pytest.raises(CheckpointMismatchError, match=r"model_final\.pth is a checkpoint of "
+                       r"another model: roi_heads\.box_head\.fc1\.weight has shape"):  # fmt: skip
+        trainer.resume_or_load(resume=True)
+    # the model that trained there, with a matching head added: its tensors are missing there,
+    # which is not "no intact checkpoint"
+    args = default_argument_parser().parse_args(
+        ["--config-file", CONFIG, "--resume"] + tiny_opts(out, 6, "SOLVER.CHECKPOINT_PERIOD", "4")
+    )
+    trainer = train_net.Trainer(train_net.setup(args))
+    with pytest.raises(CheckpointMismatchError, match=r"no tensor for roi_heads\.match_head"):
+        trainer.resume_or_load(resume=True)
+
+
+def test_resume_refuses_optimizer_state_of_other_shapes(tmp_path, monkeypatch):
+    from deepfashion2.engine import CheckpointMismatchError
+
+    out = tmp_path / "run"
+    train_net.main(default_argument_parser().parse_args(["--config-file", CONFIG] + _opts(out)))
+    ckpt = torch.load(out / "model_final.pth", weights_only=True)
+    state = ckpt["trainer"]["_trainer"]["optimizer"]["state"]
+    first = min(state)
+    state[first] = {k: (v.flatten()[:1] if v.dim() else v) for k, v in state[first].items()}
+    torch.save(ckpt, out / "model_final.pth")
+    with pytest.raises(CheckpointMismatchError, match=r"optimizer state '\w+' of parameter"):
+        _resumed(out)
+    # the command line says it in one line (SystemExit with the message: exit status 1)
+    argv = ["train_net.py", "--config-file", CONFIG, "--resume"] + _opts(out)
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as e:
+        runpy.run_path(os.path.join(ROOT, "tools", "train_net.py"), run_name="__main__")
+    assert str(e.value.code).startswith("error: --resume: ") and "\n" not in str(e.value.code)

@@ -17,7 +17,8 @@ from deepfashion2.data.parse import ITEM_ATTRIBUTES
 
 
 def _items(obj):
-    return sorted(((int(k[4:]), v) for k, v in obj.items() if k.startswith("item")))
+    """(item number, item) in the file's key order (item2 may precede item1 in real files)."""
+    return [(int(k[4:]), v) for k, v in obj.items() if k.startswith("item")]
 
 
 def assert_dicts_match_files(dicts, anno_dir):
@@ -114,7 +115,8 @@ def test_real_example_file_via_parse_annotation():
         image_id=0,
     )
     assert (im.width, im.height) == (468, 624) and im.source == 0
-    assert [it.category_id for it in im.items] == [0, 7]  # short sleeve top, trousers
+    # the file lists item2 (trousers) before item1 (short sleeve top): the key order is kept
+    assert [(it.item_id, it.category_id) for it in im.items] == [(2, 7), (1, 0)]
 
 
 def test_parallel_parse_equals_serial(synthetic_split):

@@ -265,15 +265,9 @@ def test_contrastive_loss_prefers_matching_embeddings():
 
 
 def _tool(name):
-    import importlib.util
-    import os
+    from conftest import script_module
 
-    here = os.path.dirname(__file__)
-    path = os.path.join(here, "..", "tools" if name == "evaluate" else "datasets", name + ".py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return script_module(("tools/" if name == "evaluate" else "datasets/") + name + ".py")
 
 
 def test_split_annotations_and_official_files_written_from_them_score_identically(

@@ -18,7 +18,7 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from deepfashion2 import add_deepfashion2_config
-from deepfashion2.engine import DeepFashion2Checkpointer, Trainer, launch
+from deepfashion2.engine import CheckpointMismatchError, DeepFashion2Checkpointer, Trainer, launch
 
 
 def setup(args):
@@ -53,11 +53,14 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except CheckpointMismatchError as e:  # one line, not a traceback
+        raise SystemExit(f"error: {e}") from None

@@ -43,7 +43,7 @@ from .store import SplitStore
 logger = logging.getLogger(__name__)
 
 # Bump when the parser or the store layout changes: old cache files are then ignored.
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: items in the file's key order
 MANIFEST = "manifest.json"
 _CHUNK = 512
 

@@ -57,13 +57,65 @@ class ParsedImage:
     items: list[ParsedItem] = field(default_factory=list)
 
 
+# Ids are stored as int32 (item numbers) and written to COCO-style files whose readers use 32-bit
+# ids; a larger number in a file name or an item key is refused rather than wrapped.
+MAX_ID = 2**31 - 1
+
+
+def _ascii_number(text: str) -> int | None:
+    """``int(text)`` for plain ASCII digits within ``MAX_ID``; None otherwise ('\u0661' is a
+    digit to ``str.isdigit`` but not a number a DeepFashion2 file holds)."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    value = int(text)
+    return value if value <= MAX_ID else None
+
+
 def image_id_from_name(path: str) -> int:
     stem = path.rsplit("/", 1)[-1].rsplit(".", 1)[0]
-    if not stem.isdigit():
+    value = _ascii_number(stem)
+    if value is None:
         raise DeepFashion2FormatError(
-            path, None, "file name", "must be a number (e.g. 000001.json)", "file name: not numeric"
+            path,
+            None,
+            "file name",
+            f"must be a number of ASCII digits up to {MAX_ID} (e.g. 000001.json), got {stem!r}",
+            "file name: not numeric",
         )
-    return int(stem)
+    return value
+
+
+def item_keys(anno_file: str, obj: dict) -> list[str]:
+    """
+    The ``itemN`` keys of an annotation object in the file's order. Other keys than ``source``
+    and ``pair_id`` are ignored (as the official tools ignore them); a key that starts with
+    ``item`` but is not ``item`` + a number, or two keys with the same number (``item01`` beside
+    ``item1``), are refused: an item is never silently dropped or doubled.
+    """
+    names, seen = [], {}
+    for k in obj:
+        if not k.startswith("item"):
+            continue
+        n = _ascii_number(k[4:])
+        if n is None:
+            raise DeepFashion2FormatError(
+                anno_file,
+                k[:40],
+                "item key",
+                f"expected 'item' + a number of ASCII digits up to {MAX_ID}",
+                "item key: invalid",
+            )
+        if n in seen:
+            raise DeepFashion2FormatError(
+                anno_file,
+                k,
+                "item key",
+                f"same item number {n} as {seen[n]!r}",
+                "item key: duplicate",
+            )
+        seen[n] = k
+        names.append(k)
+    return names
 
 
 def read_image_size(anno_file: str, image_path: str) -> tuple[int, int]:
@@ -296,10 +348,11 @@ def parse_annotation(
         )
     height, width = read_image_size(anno_file, image_path)
     out = ParsedImage(image_id, height, width, SOURCES.index(source), pair_id)
-    names = sorted(
-        (k for k in obj if k.startswith("item") and k[4:].isdigit()), key=lambda k: int(k[4:])
-    )
-    for name in names:
+    # Items stay in the file's key order (item2 may come before item1, as in 000001.json of the
+    # validation split): the official converter and the official retrieval ground truth list them
+    # so, and the retrieval protocol gives a box that overlaps nothing, or several items equally,
+    # to the first listed item (evaluation/retrieval.py, rule 1).
+    for name in item_keys(anno_file, obj):
         try:
             out.items.append(_ItemParser(anno_file, name, obj[name], height, width).parse())
         except DeepFashion2FormatError as e:

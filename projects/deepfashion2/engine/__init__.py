@@ -1,5 +1,5 @@
-from .checkpoint import DeepFashion2Checkpointer
+from .checkpoint import CheckpointMismatchError, DeepFashion2Checkpointer
 from .launch import launch
 from .trainer import Trainer
 
-__all__ = ["DeepFashion2Checkpointer", "Trainer", "launch"]
+__all__ = ["CheckpointMismatchError", "DeepFashion2Checkpointer", "Trainer", "launch"]

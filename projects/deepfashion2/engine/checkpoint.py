@@ -9,7 +9,16 @@ a run is killed while it writes.
   name), and reads it with ``torch.load(weights_only=True)``. If it is missing, unreadable or
   names something else, the newest intact checkpoint of the folder is used instead, with a warning.
 
-The initial weights (``MODEL.WEIGHTS``) are the user's choice and load as Detectron2 loads them.
+- A checkpoint found there must belong to the model being trained: every parameter and buffer,
+  and every optimizer state tensor, has the shape the model's has. Another model's checkpoint is
+  refused by name with the first difference (:class:`CheckpointMismatchError`), before anything is
+  loaded: Detectron2 would skip the mismatched layers with a warning and then hand the optimizer
+  state of the old shapes to the optimizer (a fused AdamW step then crashes the process).
+
+The initial weights (``MODEL.WEIGHTS``) are the user's choice and load as Detectron2 loads them,
+except where the caller reads weights named by someone else's folder (a catalogue):
+``allow_pickle=False`` then refuses ``.pkl`` files and URLs that are not ``deepfashion2://`` names.
+A ``.pth`` file is always read with ``torch.load(weights_only=True)``, which runs no code.
 """
 
 from __future__ import annotations
@@ -42,7 +51,70 @@ _UNREADABLE = (
 )
 
 
+class CheckpointMismatchError(RuntimeError):
+    """A checkpoint of another model than the one it would be loaded into."""
+
+
+# keys Detectron2 itself tolerates when they are missing or extra (detection_checkpoint.py)
+_TOLERATED = ("pixel_mean", "pixel_std")
+
+
+def model_mismatch(model_state: dict, saved: dict) -> str | None:
+    """The first difference between the model's state dict and a saved one, or None."""
+    saved = {k[7:] if k.startswith("module.") else k: v for k, v in saved.items()}
+    for k, v in model_state.items():
+        if k not in saved:
+            if k not in _TOLERATED:
+                return f"no tensor for {k} {tuple(v.shape)} of this model"
+        elif tuple(getattr(saved[k], "shape", ())) != tuple(v.shape):
+            shape = tuple(getattr(saved[k], "shape", ()))
+            return f"{k} has shape {shape} there, {tuple(v.shape)} in this model"
+    extra = [k for k in saved if k not in model_state and "anchor_generator.cell_anchors" not in k]
+    if extra:
+        return f"{extra[0]} is not a tensor of this model ({len(extra)} such)"
+    return None
+
+
+def optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | None:
+    """The first difference between an optimizer and its saved ``state_dict()``, or None."""
+    groups = saved.get("param_groups") if isinstance(saved, dict) else None
+    if not isinstance(groups, list) or len(groups) != len(optimizer.param_groups):
+        return f"{len(groups or [])} parameter groups there, {len(optimizer.param_groups)} here"
+    shapes = {}
+    for g, (old, new) in enumerate(zip(groups, optimizer.param_groups)):
+        if len(old.get("params", ())) != len(new["params"]):
+            return (
+                f"parameter group {g} has {len(old['params'])} parameters there, "
+                + str(len(new["params"]))
+                + " here"
+            )
+        shapes.update({i: tuple(p.shape) for i, p in zip(old["params"], new["params"])})
+    for i, state in saved.get("state", {}).items():
+        for name, t in state.items():
+            if isinstance(t, torch.Tensor) and t.dim() > 0 and tuple(t.shape) != shapes.get(i):
+                return f"optimizer state {name!r} of parameter {i} has shape {tuple(t.shape)}, " + (
+                    f"the parameter {shapes.get(i)}"
+                )
+    return None
+
+
+def read_weights_only(filename: str) -> dict:
+    """A ``.pth`` file as tensors and plain containers (no code runs); ``{"model": ...}`` form."""
+    loaded = torch.load(filename, map_location="cpu", weights_only=True)
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{filename}: not a checkpoint (a {type(loaded).__name__})")
+    return loaded if "model" in loaded else {"model": loaded}
+
+
 class DeepFashion2Checkpointer(DetectionCheckpointer):
+    def __init__(self, model, save_dir: str = "", *, allow_pickle: bool = True, **kwargs):
+        """
+        ``allow_pickle=False``: weights that someone else named (a catalogue's config) load only
+        from a ``.pth`` file or a ``deepfashion2://`` name; ``.pkl`` and other URLs are refused.
+        """
+        super().__init__(model, save_dir, **kwargs)
+        self.allow_pickle = allow_pickle
+
     def save(self, name: str, **kwargs) -> None:
         if not self.save_dir or not self.save_to_disk:
             return
@@ -60,6 +132,11 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
         path = os.path.join(self.save_dir, "last_checkpoint")
         atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
 
+    def load(self, path: str, *args, **kwargs) -> dict:
+        if path and not self.allow_pickle:
+            refuse_unsafe_weights(path)
+        return super().load(path, *args, **kwargs)
+
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
         if self.save_dir and os.path.isdir(self.save_dir):
             for name in os.listdir(self.save_dir):
@@ -70,19 +147,42 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
             return self.load(path, checkpointables=[])
         for candidate in self._resume_candidates():
             try:
-                self._resuming = True
-                return self.load(candidate)
+                checkpoint = read_weights_only(candidate)  # one of ours: no code
             except _UNREADABLE as e:
                 logger.warning(f"Cannot resume from {candidate} ({type(e).__name__}: {e}).")
-            finally:
-                self._resuming = False
-                # Detectron2 main's load() asserts this is None on entry and resets it only when
-                # it returns: after a failed candidate it must be cleared for the next one
-                self._parsed_url_during_load = None
+                continue
+            self._check_belongs(candidate, checkpoint)
+            return self._restore(candidate, checkpoint)
         raise RuntimeError(
             f"--resume: no intact checkpoint in {self.save_dir}; remove its last_checkpoint to "
             "start from MODEL.WEIGHTS"
         )
+
+    def _check_belongs(self, filename: str, checkpoint: dict) -> None:
+        """Refuse, before loading anything, a checkpoint of another model or optimizer."""
+        problem = model_mismatch(self.model.state_dict(), checkpoint["model"])
+        # DefaultTrainer keeps the optimizer in its inner trainer (``_trainer``, as it saves it)
+        trainer = self.checkpointables.get("trainer")
+        optimizer = getattr(getattr(trainer, "_trainer", None), "optimizer", None)
+        saved = checkpoint.get("trainer", {}).get("_trainer", {}).get("optimizer")
+        if problem is None and optimizer is not None and saved is not None:
+            problem = optimizer_mismatch(optimizer, saved)
+        if problem:
+            raise CheckpointMismatchError(
+                f"--resume: {filename} is a checkpoint of another model: {problem}. Train into "
+                "another OUTPUT_DIR, or start this one again without --resume."
+            )
+
+    def _restore(self, filename: str, checkpoint: dict) -> dict:
+        """Detectron2's ``Checkpointer.load`` body, on a checkpoint already read and checked."""
+        self.logger.info(f"Resuming from {filename}")
+        incompatible = self._load_model(checkpoint)
+        if incompatible is not None:
+            self._log_incompatible_keys(incompatible)
+        for key, obj in self.checkpointables.items():
+            if key in checkpoint:
+                obj.load_state_dict(checkpoint.pop(key))
+        return checkpoint
 
     def _resume_candidates(self) -> list[str]:
         """``last_checkpoint``'s file if it is one of ours, then the others, newest first."""
@@ -108,8 +208,26 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
         return [os.path.join(self.save_dir, n) for n in ours]
 
     def _load_file(self, filename: str) -> dict:
-        if getattr(self, "_resuming", False):
-            # one of our own checkpoints: tensors and plain containers only, no code
-            loaded = torch.load(filename, map_location="cpu", weights_only=True)
-            return loaded if "model" in loaded else {"model": loaded}
+        if not self.allow_pickle:
+            refuse_unsafe_weights(filename)
+            return read_weights_only(filename)
         return super()._load_file(filename)
+
+
+def refuse_unsafe_weights(path: str) -> None:
+    """
+    Weights named by someone else's folder: a local ``.pth`` file or a ``deepfashion2://`` name
+    (checked against a hash the project pins or the user lists). Anything Detectron2 would unpickle
+    (``.pkl``), fetch from a URL (``http://``, ``detectron2://``) or that carries its own hash is
+    refused.
+    """
+    scheme = path.split("://", 1)[0] if "://" in path else ""
+    if scheme and scheme != "deepfashion2":
+        raise ValueError(f"{path}: weights from a {scheme}:// URL are refused here")
+    if scheme == "deepfashion2" and "#" in path:
+        raise ValueError(f"{path}: a hash given beside the weights is not trusted here")
+    if not path.split("#", 1)[0].endswith(".pth"):
+        raise ValueError(
+            f"{path}: only .pth weights (read without running code) are accepted here; "
+            ".pkl files are unpickled, which runs whatever code they hold"
+        )

@@ -64,8 +64,9 @@ class GroundTruth:
         """From Detectron2 dataset dicts, as :func:`deepfashion2.data.load_deepfashion2` gives."""
         dicts = sorted(dicts, key=lambda d: d["image_id"])
         image, cat, boxes, style, attrs, lms, polys = [], [], [], [], [], [], []
-        # items keep their order within an image (item1, item2, ...): the retrieval protocol
-        # assigns a box overlapping several items equally to the first listed
+        # items keep their order within an image (the annotation file's key order, as the
+        # loader gives it): the retrieval protocol assigns a box overlapping several items
+        # equally, or none, to the first listed
         for i, d in enumerate(dicts):
             for a in d.get("annotations", ()):
                 image.append(i)

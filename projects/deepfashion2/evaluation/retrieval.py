@@ -5,8 +5,9 @@ formats, and the ranking that produces a submission.
 
 Ground truth, as in the official ``query_gt.json`` / ``gallery_gt.json``: the query file lists
 *every* item (style 0 included) of each consumer image holding at least one paired item
-(``style > 0``), in the image's item order; the gallery file lists the shop items with
-``style > 0``. Boxes are ``[x1, y1, x2, y2]``.
+(``style > 0``), in the annotation file's key order (``item2`` before ``item1`` where the file
+has it so: the 2019 files follow the key order, ``tests/test_retrieval_official.py``); the gallery
+file lists the shop items with ``style > 0``, in the same order. Boxes are ``[x1, y1, x2, y2]``.
 
 Protocol, as the official script runs it (its code, where its prose says less):
 
@@ -84,7 +85,7 @@ class RetrievalGroundTruth:
         user = gt.sources[gt.image] == 0
         shop = ~user
         paired_user_images = np.unique(gt.image[user & (gt.style > 0)])
-        q = user & np.isin(gt.image, paired_user_images)  # items stay in image, then file order
+        q = user & np.isin(gt.image, paired_user_images)  # image order, then the file's key order
         g = shop & (gt.style > 0)
         pair = gt.pair_ids[gt.image]
         image = gt.image_ids[gt.image]
