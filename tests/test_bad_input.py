@@ -4,6 +4,8 @@ skipped and counted per reason (lenient); nothing is dropped silently."""
 import json
 import math
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -157,7 +159,16 @@ FILE_CASES = [
     ),
     ("bad_source", lambda o: {**o, "source": "street"}, "source", "source: invalid"),
     ("pair_id_type", lambda o: {**o, "pair_id": "7"}, "pair_id", "pair_id: invalid"),
-]
+    # deeper than Python's json can recurse (orjson stops at 1024 levels, json overflows)
+    ("nesting_1500", b'{"source": "user", "pair_id": 1, "x": ' + b"[" * 1500 + b"]" * 1500
+     + b"}", "json", "json: invalid"),
+    ("non_ascii_digits", lambda o: {**o, "item\u0661": o["item1"]}, "item key",
+     "item key: invalid"),
+    ("huge_item_number", lambda o: {**o, "item99999999999": o["item1"]}, "item key",
+     "item key: invalid"),
+    ("item01_beside_item1", lambda o: {**o, "item01": o["item1"]}, "item key",
+     "item key: duplicate"),
+]  # fmt: skip
 
 
 def _damage(split, edit):
@@ -209,7 +220,8 @@ def test_file_errors(split_copy, case):
     path = _damage(split_copy, edit)
     with pytest.raises(DeepFashion2FormatError) as e:
         _load(split_copy)
-    assert (e.value.file, e.value.item, e.value.field) == (path, None, field)
+    assert e.value.file == path and e.value.field == field
+    assert e.value.item is None or e.value.item.startswith("item")
     assert len(_load(split_copy, lenient=True)) == 23
 
 
@@ -375,3 +387,62 @@ def test_evaluate_command_exits_1_with_one_line(split_copy, tmp_path):
     )  # fmt: skip
     assert run.returncode == 1 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: {bad}")
+
+
+def test_special_files_are_refused_by_name_not_waited_on(split_copy, caplog):
+    """A FIFO where an image or an annotation file should be would block the reader forever."""
+    img = os.path.join(split_copy, "image", FILE.replace(".json", ".jpg"))
+    original = open(img, "rb").read()
+    os.remove(img)
+    os.mkfifo(img)
+    with pytest.raises(DeepFashion2FormatError, match=f"{FILE}: image: {img} is not a plain file"):
+        _load(split_copy)
+    with caplog.at_level("WARNING"):
+        assert len(_load(split_copy, lenient=True)) == 23
+    assert "image: not a plain file: 1" in caplog.text
+    os.remove(img)
+    open(img, "wb").write(original)
+    anno = os.path.join(split_copy, "annos", "000999.json")
+    os.mkfifo(anno)
+    with pytest.raises(DeepFashion2FormatError, match="000999.json: file: .* is not a plain file"):
+        _load(split_copy, lenient=False)
+
+
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("0000005.json", "file name: image id 5 again (already 0000005.json)"),  # sorted first
+        ("99999999999.json", "file name: must be a number of ASCII digits up to 2147483647"),
+    ],
+)
+def test_file_names_that_would_collide_or_overflow_are_refused(split_copy, name, message):
+    shutil.copy(os.path.join(split_copy, "annos", FILE), os.path.join(split_copy, "annos", name))
+    shutil.copy(
+        os.path.join(split_copy, "image", FILE.replace(".json", ".jpg")),
+        os.path.join(split_copy, "image", name.replace(".json", ".jpg")),
+    )
+    with pytest.raises(DeepFashion2FormatError, match=re.escape(message)) as e:
+        _load(split_copy)
+    assert e.value.file.endswith(("/" + name, "/" + FILE))
+    assert len(_load(split_copy, lenient=True)) == 24  # the extra file only is skipped
+
+
+@pytest.mark.parametrize(
+    "segmentation, message",
+    [
+        ({"size": [4, 4], "counts": "\u00ff!!"}, "not a COCO-compressed string"),
+        ({"size": [4, 4], "counts": [3, 2]}, "the runs cover 5 pixels, the size 4 x 4 = 16"),
+        ({"size": [4, 4], "counts": [20, -4]}, "counts must be non-negative integers"),
+        ({"size": [True, 4], "counts": [4]}, "is not two integers"),
+        ({"size": [10**9, 10**9], "counts": [1]}, "outside 0..100000"),
+    ],
+)
+def test_malformed_rle_is_named_not_a_traceback(split_copy, tmp_path, segmentation, message):
+    bad = tmp_path / "segm.json"
+    entry = {"image_id": 5, "category_id": 1, "segmentation": segmentation, "score": 1}
+    bad.write_text(json.dumps([entry]))
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    with pytest.raises(SystemExit) as e:
+        _evaluate("--anno-dir", annos, "--image-dir", images, "--results", str(bad))
+    text = str(e.value.code)
+    assert text.startswith(f"error: {bad}") and "malformed RLE" in text and message in text

@@ -103,7 +103,7 @@ from deepfashion2.retrieval import catalogue as C
 added = []
 stock = C.Catalogue.add
 
-def add(self, images, detections):
+def add(self, images, detections, **kw):
     if len(added) == 2:  # the third shard: killed in the middle of writing it
         import numpy as np
         real = np.save
@@ -112,7 +112,7 @@ def add(self, images, detections):
             os.kill(os.getpid(), signal.SIGKILL)
         np.save = save
     added.append(images)
-    return stock(self, images, detections)
+    return stock(self, images, detections, **kw)
 
 C.Catalogue.add = add
 import torch
@@ -204,7 +204,8 @@ def test_entries_are_ordered_by_image_and_held_once(tmp_path):
     cat = Catalogue.create(str(tmp_path / "c"), ident)
 
     def det(n, v):
-        return (np.full((n, 4), v), np.full(n, 3), np.full(n, v / 10), np.full((n, 2), v, "f4"))
+        unit = np.tile(np.array([[0.6, 0.8]], "f4"), (n, 1))
+        return (np.full((n, 4), v), np.full(n, 3), np.full(n, v / 10), unit)
 
     cat.add(["b.jpg", "d.jpg"], [det(2, 1.0), det(0, 0.0)])
     cat.add(["a.jpg", "b.jpg"], [det(1, 2.0), det(1, 9.0)])  # b.jpg again: the first one stays
@@ -215,3 +216,107 @@ def test_entries_are_ordered_by_image_and_held_once(tmp_path):
     assert Catalogue(str(tmp_path / "c")).indexed_images() == {"a.jpg", "b.jpg", "d.jpg"}
     with pytest.raises(CatalogueMismatchError, match="embedding size"):
         Catalogue.create(str(tmp_path / "c"), {**ident, "embed_dim": 3})
+
+
+class _Payload:
+    def __reduce__(self):
+        return (open, (os.environ["DF2_TEST_MARKER"], "w"))
+
+
+@pytest.mark.slow
+def test_a_catalogue_folder_never_runs_code(setup, tmp_path, monkeypatch):
+    """A tag in its config.yaml, or weights it names as a pickle or a URL, are refused."""
+    import pickle
+
+    from conftest import script_module
+
+    cfg, shop, users, tmp = setup
+    cat_dir = tmp_path / "cat"
+    index_images(cfg, shop, str(cat_dir), progress=False)
+    config = cat_dir / "config.yaml"
+    plain = config.read_text()
+    marker = tmp_path / "ran"
+    monkeypatch.setenv("DF2_TEST_MARKER", str(marker))
+    config.write_text(plain + f"X: !!python/object/apply:os.system ['touch {marker}']\n")
+    tool = script_module("tools/search.py")
+    with pytest.raises(SystemExit) as e:
+        tool.main(["--catalogue", str(cat_dir), "--input", users[0]])
+    assert f"{config}: refused: not plain YAML data" in str(e.value.code)
+    assert not marker.exists()
+    evil = tmp_path / "evil.pkl"
+    evil.write_bytes(pickle.dumps({"model": _Payload(), "__author__": "x"}))
+    for weights, why in [
+        (str(evil), "only .pth weights"),
+        ("http://127.0.0.1:9/model.pth", "from a http:// URL are refused"),
+        ("detectron2://ImageNetPretrained/MSRA/R-50.pkl", "from a detectron2:// URL"),
+        ("deepfashion2://Mini-CPU.pth#sha256=" + "0" * 64, "hash given beside the weights"),
+    ]:
+        config.write_text(plain.replace(f"WEIGHTS: {cfg.MODEL.WEIGHTS}", f"WEIGHTS: {weights}"))
+        with pytest.raises(SystemExit) as e:
+            tool.main(["--catalogue", str(cat_dir), "--input", users[0]])
+        assert "MODEL.WEIGHTS" in str(e.value.code) and why in str(e.value.code), weights
+    assert not marker.exists()
+    # the user's own weights are the user's choice (and checked against the catalogue's)
+    result = tool.main(
+        ["--catalogue", str(cat_dir), "--input", users[0], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS]
+    )
+    assert result["results"][0]["photo"] == users[0]
+    for k in ("0", "-1", "1000000000000", "x"):
+        with pytest.raises(SystemExit):  # argparse: exit status 2 with the usage
+            tool.main(["--catalogue", str(cat_dir), "--input", users[0], "--top-k", k])
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` pixels (a decompression bomb's)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + (chunk(b"IEND", b""))
+    )
+
+
+@pytest.mark.slow
+def test_unreadable_images_are_skipped_named_and_not_retried(setup, tmp_path, caplog):
+    cfg, shop, _, tmp = setup
+    images = tmp_path / "images"
+    shutil.copytree(shop, images)
+    good = sorted(os.listdir(images))
+    jpeg = (images / good[0]).read_bytes()
+    (images / "empty.jpg").write_bytes(b"")
+    (images / "truncated.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    (images / "text.jpg").write_text("not an image")
+    (images / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    os.mkfifo(images / "fifo.jpg")
+    os.symlink("loop.jpg", images / "loop.jpg")  # a link to itself
+    os.symlink(".", images / "again")  # a folder loop
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    shutil.copy(images / good[1], extra / "linked.jpg")
+    os.symlink(extra, images / "sub")  # a symlinked sub-folder: followed
+    cat = index_images(cfg, str(images), str(tmp_path / "cat"), progress=False)
+    bad = {"empty.jpg", "truncated.jpg", "text.jpg", "bomb.png", "fifo.jpg", "loop.jpg"}
+    assert set(cat.skipped_images()) == bad
+    assert set(cat.entries().images) == set(good) | {"sub/linked.jpg"}
+    reasons = cat.skipped_images()
+    assert "empty file" in reasons["empty.jpg"] and "not a plain file" in reasons["fifo.jpg"]
+    assert "more than the 50,000,000 pixels accepted" in reasons["bomb.png"]
+    assert "cannot decode" in reasons["truncated.jpg"]
+    assert f"{len(bad)} of {len(good) + 1 + len(bad)} images could not be read" in caplog.text
+    assert "already read as" in caplog.text  # the folder loop, said once per visit
+    # a rerun tries nothing again; --retry-skipped does
+    shards = os.listdir(tmp_path / "cat" / "shards")
+    again = index_images(cfg, str(images), str(tmp_path / "cat"), progress=False)
+    assert os.listdir(tmp_path / "cat" / "shards") == shards and len(again) == len(cat)
+    retried = index_images(cfg, str(images), str(tmp_path / "cat"), progress=False,
+                           retry_skipped=True)  # fmt: skip
+    assert set(retried.skipped_images()) == bad

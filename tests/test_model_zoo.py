@@ -5,6 +5,7 @@ import http.server
 import importlib.util
 import os
 import threading
+import time
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
 from deepfashion2 import model_zoo
-from deepfashion2.model_zoo import ChecksumError
+from deepfashion2.model_zoo import ChecksumError, ModelZooError
 
 ROOT = os.path.join(os.path.dirname(__file__), "..")
 
@@ -86,7 +87,7 @@ def test_export_serve_and_load_by_name(served, tmp_path, monkeypatch):
     with open(cached, "r+b") as f:
         f.seek(100)
         f.write(b"tampered")
-    with pytest.raises(OSError):
+    with pytest.raises(ModelZooError, match="cannot download http://127.0.0.1:9/Mini-CPU.pth"):
         model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")
 
 
@@ -183,3 +184,112 @@ def test_the_published_name_loads_only_the_published_file(served):
     _publish(served, pinned["file"], {"model": {"w": torch.ones(3)}})
     with pytest.raises(ChecksumError, match="refusing to use it"):
         model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")
+
+
+def test_your_own_export_is_trusted_under_a_published_name_when_you_list_it(
+    served, tmp_path, monkeypatch
+):
+    """make demo's export never matches the pinned hash; listing its hash makes it loadable."""
+    mine = _publish(served, "Mini-CPU.pth", {"model": _model().state_dict()})
+    with pytest.raises(ChecksumError) as e:
+        model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")
+    msg = str(e.value)
+    pinned = model_zoo.CHECKPOINTS["DeepFashion2/Mini-CPU"]["sha256"]
+    assert f"has sha256 {mine}" in msg and pinned in msg and "tampered" not in msg
+    assert f"deepfashion2://Mini-CPU.pth#sha256={mine}" in msg and "\n" not in msg
+    listing = tmp_path / "trusted.txt"
+    listing.write_text(f"{mine}  Mini-CPU.pth\n")
+    monkeypatch.setenv("DEEPFASHION2_TRUSTED_SHA256", str(listing))
+    model_zoo.get("DeepFashion2/Mini-CPU", trained=True, device="cpu")
+
+
+def test_an_unreachable_zoo_is_one_line_naming_the_url(monkeypatch, tmp_path):
+    monkeypatch.setenv("DEEPFASHION2_MODEL_ZOO_URL", "http://127.0.0.1:9/zoo/")
+    monkeypatch.setenv("DEEPFASHION2_CACHE", str(tmp_path))
+    with pytest.raises(ModelZooError) as e:
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load("deepfashion2://m.pth#sha256=" + "0" * 64)
+    assert str(e.value).startswith("cannot download http://127.0.0.1:9/zoo/m.pth: ")
+    assert "\n" not in str(e.value)
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """/endless: bytes forever; /trickle: one byte every 0.2 s (a slow-loris download)."""
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+        chunk = b"x" * 65536
+        try:
+            for _ in range(100_000):
+                if self.path.endswith("endless.pth"):
+                    self.wfile.write(chunk)
+                else:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                    time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+
+@pytest.fixture
+def hostile(tmp_path, monkeypatch):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("DEEPFASHION2_MODEL_ZOO_URL", f"http://127.0.0.1:{server.server_port}/")
+    monkeypatch.setenv("DEEPFASHION2_CACHE", str(tmp_path / "cache"))
+    yield tmp_path / "cache" / "checkpoints"
+    server.shutdown()
+
+
+def test_an_endless_body_stops_at_the_size_cap(hostile, monkeypatch):
+    monkeypatch.setenv("DEEPFASHION2_MAX_DOWNLOAD_BYTES", str(1 << 20))
+    t0 = time.monotonic()
+    with pytest.raises(ModelZooError, match="more than the 1,048,576 bytes allowed"):
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load(
+            "deepfashion2://endless.pth#sha256=" + "0" * 64
+        )
+    assert time.monotonic() - t0 < 30
+    assert os.listdir(hostile) == []  # no .part left
+
+
+def test_a_trickling_body_stops_at_the_deadline(hostile, monkeypatch):
+    monkeypatch.setenv("DEEPFASHION2_DOWNLOAD_DEADLINE", "1.5")
+    t0 = time.monotonic()
+    with pytest.raises(ModelZooError, match="not downloaded within the 1.5 s deadline"):
+        DetectionCheckpointer(torch.nn.Linear(3, 1)).load(
+            "deepfashion2://trickle.pth#sha256=" + "0" * 64
+        )
+    assert time.monotonic() - t0 < 10
+    assert os.listdir(hostile) == []
+
+
+def test_dead_parts_are_removed_and_what_loads_is_what_was_hashed(served, tmp_path):
+    import subprocess
+    import sys
+
+    digest = _publish(
+        served, "m.pth", {"model": {"weight": torch.ones(1, 3), "bias": torch.ones(1)}}
+    )
+    cache = tmp_path / "cache" / "checkpoints"
+    cache.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    (cache / f".{dead}-abc.part").write_bytes(b"half")  # a download killed midway
+    (cache / f".{os.getpid()}-live.part").write_bytes(b"")  # one in progress: kept
+    from detectron2.utils.file_io import PathManager
+
+    path = PathManager.get_local_path(f"deepfashion2://m.pth#sha256={digest}")
+    assert sorted(os.listdir(cache)) == [f".{os.getpid()}-live.part", digest[:16]]
+    # the path handed to the loader is a private copy of the hashed bytes: replacing the cached
+    # file after the check does not change what loads
+    assert not path.startswith(str(cache)) and model_zoo.sha256_of(path) == digest
+    cached = cache / digest[:16] / "m.pth"
+    torch.save({"model": {"weight": torch.zeros(1, 3), "bias": torch.zeros(1)}}, cached)
+    assert model_zoo.sha256_of(path) == digest
+    model = torch.nn.Linear(3, 1)
+    DetectionCheckpointer(model).load(path)
+    assert model.weight.sum().item() == 3

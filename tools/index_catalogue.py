@@ -9,7 +9,11 @@ Every garment of every image (the evaluator's gallery policy: ``DEEPFASHION2.RET
 GALLERY_PER_IMAGE`` best detections with score >= ``MIN_SCORE``) is detected and embedded, in
 batches, with a progress bar, on GPUs or ``--num-gpus`` CPU processes. Running it again on the
 same folder indexes only the images not yet in the catalogue; a run killed at any moment resumes
-without duplicates. Search it with ``tools/search.py``.
+without duplicates. An image that cannot be read (not an image, truncated, empty, a special
+file, more than 50 MP by its header) is skipped, listed at the end and recorded in the catalogue;
+``--retry-skipped`` tries those again. Symbolic links are followed (files and folders; a folder
+reached twice is read once). Another image folder or other weights are refused for an existing
+catalogue. Search it with ``tools/search.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 
 from deepfashion2 import add_deepfashion2_config
 from deepfashion2.apps.catalogue import index_images
-from deepfashion2.retrieval import CatalogueMismatchError
+from deepfashion2.retrieval import CatalogueError
 
 
 def main(argv=None):
@@ -33,6 +37,11 @@ def main(argv=None):
     p.add_argument("--output", default="catalogue", help="the catalogue folder")
     p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes)")
     p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--retry-skipped", action="store_true", help="try unreadable images again")
+    p.add_argument(
+        "--lenient", action="store_true", help="skip damaged shards (their images are indexed "
+        "again) instead of stopping",
+    )  # fmt: skip
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     setup_logger(name="deepfashion2")
@@ -50,11 +59,16 @@ def main(argv=None):
             config_name=os.path.basename(args.config_file),
             batch_size=args.batch_size,
             num_procs=args.num_gpus,
+            retry_skipped=args.retry_skipped,
+            lenient=args.lenient,
         )
-    except CatalogueMismatchError as e:
+    except (CatalogueError, OSError) as e:  # other weights or folder, damage, a full disk
         raise SystemExit(f"error: {e}") from None
+    skipped = len(cat.skipped_images())
     print(
-        f"{args.output}: {len(cat)} garments in {len(cat.entries().images)} images", file=sys.stderr
+        f"{args.output}: {len(cat)} garments in {len(cat.entries().images)} images"
+        + (f"; {skipped} unreadable images skipped" if skipped else ""),
+        file=sys.stderr,
     )
     return cat
 

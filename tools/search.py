@@ -8,7 +8,10 @@ per photo (the garments and their matches) is drawn into ``--output``:
         [--top-k 20] [--output search_out/] [--all-categories] [MODEL.WEIGHTS ...]
 
 The model is the catalogue's own (its config.yaml and weights); overrides are checked: weights or
-an embedding size other than the catalogue's are refused.
+an embedding size other than the catalogue's are refused. A catalogue folder is data: its config
+is read as plain YAML (tags refused), the weights it names must be a local .pth file or a
+deepfashion2:// name this project trusts (else give MODEL.WEIGHTS yourself), and a damaged file
+is refused by name. Exit status 1 with one line on stderr for any such refusal.
 """
 
 from __future__ import annotations
@@ -16,16 +19,31 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 
-from deepfashion2.apps.catalogue import search_photos
-from deepfashion2.retrieval import CatalogueMismatchError
+from deepfashion2.apps.catalogue import UnreadableImageError, search_photos
+from deepfashion2.retrieval import CatalogueError
+from deepfashion2.retrieval.catalogue import MAX_TOP_K
+
+CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
+
+
+def top_k(text: str) -> int:
+    """An argparse type: an integer from 1 to ``MAX_TOP_K``."""
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if not 1 <= k <= MAX_TOP_K:
+        raise argparse.ArgumentTypeError(f"an integer from 1 to {MAX_TOP_K}, got {text!r}")
+    return k
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--catalogue", required=True)
     p.add_argument("--input", nargs="+", required=True, help="photos to search with")
-    p.add_argument("--top-k", type=int, default=20)
+    p.add_argument("--top-k", type=top_k, default=20)
     p.add_argument("--output", help="write results.json and one picture per photo here")
     p.add_argument(
         "--all-categories", action="store_true", help="rank the whole catalogue, not only items "
@@ -33,6 +51,13 @@ def main(argv=None) -> dict:
     )  # fmt: skip
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
+    # `--input a.jpg b.jpg MODEL.WEIGHTS w.pth`: the photos end where a config key begins
+    for i, item in enumerate(args.input):
+        if CONFIG_KEY.fullmatch(item):
+            args.input, args.opts = args.input[:i], args.input[i:] + args.opts
+            break
+    if not args.input:
+        p.error("--input: no photo given")
     for photo in args.input:
         if not os.path.isfile(photo):
             raise SystemExit(f"error: {photo}: no such file")
@@ -45,9 +70,9 @@ def main(argv=None) -> dict:
             opts=args.opts,
             same_category=False if args.all_categories else None,
         )
-    except (CatalogueMismatchError, FileNotFoundError) as e:
+    except (CatalogueError, UnreadableImageError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(json.dumps(result["results"], indent=1))
+    print(json.dumps(result["results"], indent=1, allow_nan=False))
     return result
 
 

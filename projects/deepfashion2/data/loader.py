@@ -31,7 +31,6 @@ import shutil
 import signal
 import zlib
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import fields
 
 import numpy as np
 from tqdm import tqdm
@@ -68,8 +67,14 @@ def _fingerprint(folder: str, names=None, suffix: str = "") -> tuple[list[str], 
     if names is None:
         with os.scandir(folder) as it:
             for e in it:
-                if e.name.endswith(suffix) and e.is_file():
-                    st = e.stat()
+                # not only plain files: a FIFO or a folder named *.json is refused by the parse,
+                # by name, never silently left out
+                if e.name.endswith(suffix):
+                    try:
+                        st = e.stat()
+                    except OSError:  # a dangling link or a link loop: the parse names it
+                        entries.append((e.name, -1, -1, -1))
+                        continue
                     entries.append((e.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
     else:
         for name in names:
@@ -235,15 +240,13 @@ def _load(path: str) -> SplitStore | None:
             manifest = json.load(f)
         skips, manifest = manifest["skips"], manifest["arrays"]
         arrays = {}
-        for fld in fields(SplitStore):
-            file = os.path.join(path, fld.name + ".npy")
-            expected = manifest[fld.name]
+        for name in SplitStore.array_fields():
+            file = os.path.join(path, name + ".npy")
+            expected = manifest[name]
             if os.path.getsize(file) != expected["size"] or _crc32(file) != expected["crc32"]:
-                raise ValueError(f"{fld.name}.npy does not match its manifest")
-            arrays[fld.name] = np.load(file, mmap_mode="r", allow_pickle=False)
-        store = SplitStore(**arrays)
-        store.skips = skips
-        return store
+                raise ValueError(f"{name}.npy does not match its manifest")
+            arrays[name] = np.load(file, mmap_mode="r", allow_pickle=False)
+        return SplitStore(**arrays, skips=dict(skips))
     except (OSError, ValueError, KeyError, TypeError) as e:
         logger.warning(f"Damaged cache {path} ({e}): rebuilding it.")
         shutil.rmtree(path, ignore_errors=True)
@@ -287,8 +290,10 @@ def load_split_store(
         )
         store = _load(path)
         if store is not None:
+            _log_skips(anno_dir, store.skips)  # the same report as when it was parsed
             logger.info(f"Loaded {store.num_images} images, {store.num_items} items from {path}")
             return store
+    names, duplicates = _one_file_per_image(anno_dir, names, lenient)
     store, skips = parse_split(
         anno_dir,
         image_dir,
@@ -298,17 +303,49 @@ def load_split_store(
         image_ext=image_ext,
         progress=progress,
     )
+    if duplicates:
+        skips["file name: duplicate image id"] = duplicates
     store.skips = skips
+    _log_skips(anno_dir, skips)
+    logger.info(f"Parsed {store.num_images} images, {store.num_items} items from {anno_dir}")
+    if path is not None:
+        _save(path, store)
+    return store
+
+
+def _log_skips(anno_dir: str, skips: dict[str, int]) -> None:
     if skips:
         summary = ", ".join(f"{k}: {v}" for k, v in sorted(skips.items(), key=lambda kv: -kv[1]))
         logger.warning(
             f"Lenient load of {anno_dir} skipped {sum(skips.values())} (reason: count): "
             f"{summary}"
         )
-    logger.info(f"Parsed {store.num_images} images, {store.num_items} items from {anno_dir}")
-    if path is not None:
-        _save(path, store)
-    return store
+
+
+def _one_file_per_image(anno_dir: str, names: list[str], lenient: bool) -> tuple[list[str], int]:
+    """
+    ``names`` without a second file of the same image id (``0100001.json`` beside
+    ``100001.json``): refused by name, or skipped and counted in lenient mode.
+    """
+    first: dict[int, str] = {}
+    keep, duplicates = [], 0
+    for n in names:
+        try:
+            i = image_id_from_name(n)
+        except DeepFashion2FormatError:
+            keep.append(n)  # the parse reports it with the full path
+            continue
+        if i in first:
+            if not lenient:
+                raise DeepFashion2FormatError(
+                    os.path.join(anno_dir, n), None, "file name",
+                    f"image id {i} again (already {first[i]})", "file name: duplicate image id",
+                )  # fmt: skip
+            duplicates += 1
+            continue
+        first[i] = n
+        keep.append(n)
+    return keep, duplicates
 
 
 def load_deepfashion2(

@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
+from PIL import Image
 
 from ..landmarks import expand_landmarks
 from .parse import DeepFashion2FormatError
@@ -47,7 +48,7 @@ class DeepFashion2Mapper(DatasetMapper):
             dataset_dict["annotations"] = expand_annotation_landmarks(dataset_dict["annotations"])
         try:
             return super().__call__(dataset_dict)
-        except OSError as e:
+        except (OSError, Image.DecompressionBombError) as e:
             # registration reads only image headers: a damaged file (e.g. truncated after an
             # intact header) shows up here, where PIL's error would not name it
             raise DeepFashion2FormatError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import stat
 from dataclasses import dataclass, field
 
 import imagesize
@@ -118,8 +119,25 @@ def item_keys(anno_file: str, obj: dict) -> list[str]:
     return names
 
 
+def _require_plain_file(anno_file: str, path: str, what: str) -> None:
+    """Refuse a FIFO, a device or a folder before opening it (a FIFO blocks the reader)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return  # the caller reports a missing file in its own words
+    except OSError as e:  # a link loop
+        raise DeepFashion2FormatError(
+            anno_file, None, what, f"unreadable {path}: {e.strerror}", f"{what}: unreadable"
+        ) from None
+    if not stat.S_ISREG(mode):
+        raise DeepFashion2FormatError(
+            anno_file, None, what, f"{path} is not a plain file", f"{what}: not a plain file"
+        )
+
+
 def read_image_size(anno_file: str, image_path: str) -> tuple[int, int]:
     """(height, width) from the image header, without decoding pixels."""
+    _require_plain_file(anno_file, image_path, "image")
     try:
         w, h = imagesize.get(image_path)
     except FileNotFoundError:
@@ -310,13 +328,14 @@ def parse_annotation(
     if image_id is None:
         image_id = image_id_from_name(anno_file)
     try:
+        _require_plain_file(anno_file, anno_file, "file")
         with open(anno_file, "rb") as f:
             raw = f.read()
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         try:  # NaN/Infinity literals: not JSON, but Python's json writes them; report the field
             obj = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than Python's
             raise DeepFashion2FormatError(
                 anno_file, None, "json", f"invalid JSON: {e}", "json: invalid"
             ) from None

@@ -10,8 +10,7 @@ from it hold numpy views instead of lists of Python floats.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from detectron2.structures import BoxMode
@@ -42,8 +41,13 @@ class SplitStore:
     poly_ptr: np.ndarray  # (M+1,) int64 into coord_ptr
     coord_ptr: np.ndarray  # (P+1,) int64 into coords
     coords: np.ndarray  # (C,) float64, polygon coordinates as in the file
-    # items or files a lenient parse skipped, per reason (not an array: kept out of fields())
-    skips: ClassVar[dict[str, int]] = {}
+    # items or files a lenient parse skipped, per reason (not an array: see array_fields())
+    skips: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def array_fields(cls) -> list[str]:
+        """The names of the per-image and per-item arrays (what the cache stores as .npy)."""
+        return [f.name for f in fields(cls) if f.name != "skips"]
 
     @property
     def num_images(self) -> int:
@@ -54,7 +58,7 @@ class SplitStore:
         return len(self.item_id)
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {name: getattr(self, name) for name in self.array_fields()}
 
     @classmethod
     def from_parsed(cls, stems: list[str], images: list[ParsedImage]) -> "SplitStore":
@@ -87,16 +91,16 @@ class SplitStore:
         if len(parts) == 1:
             return parts[0]
         out = {}
-        for f in fields(cls):
-            arrs = [getattr(p, f.name) for p in parts]
-            if f.name.endswith("_ptr"):
+        for name in cls.array_fields():
+            arrs = [getattr(p, name) for p in parts]
+            if name.endswith("_ptr"):
                 pieces, base = [arrs[0][:1] * 0], 0
                 for a in arrs:
                     pieces.append(a[1:] + base)
                     base += a[-1]
-                out[f.name] = np.concatenate(pieces)
+                out[name] = np.concatenate(pieces)
             else:
-                out[f.name] = np.concatenate(arrs)
+                out[name] = np.concatenate(arrs)
         return cls(**out)
 
     def to_dicts(self, image_dir: str, image_ext: str = ".jpg") -> list[dict]:

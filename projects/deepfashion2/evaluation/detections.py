@@ -235,12 +235,63 @@ def _numbers(entries: list, fld: str, n: int, file: str) -> np.ndarray:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+MAX_MASK_SIDE = 100_000
+
+
+def _rle_problem(size: list, counts) -> str | None:
+    """What is wrong with an RLE's size and counts, or None: the runs must cover h * w pixels."""
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in size):
+        return f"size {size!r} is not two integers"
+    h, w = size
+    if not (0 <= h <= MAX_MASK_SIDE and 0 <= w <= MAX_MASK_SIDE):
+        return f"size {size!r} outside 0..{MAX_MASK_SIDE}"
+    if isinstance(counts, list):
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return "counts must be non-negative integers"
+        runs = counts
+    else:
+        runs = _decode_counts(counts)
+        if runs is None:
+            return "counts is not a COCO-compressed string"
+    if sum(runs) != h * w:
+        return f"the runs cover {sum(runs)} pixels, the size {h} x {w} = {h * w}"
+    return None
+
+
+def _decode_counts(text: str) -> list[int] | None:
+    """The runs of a COCO-compressed counts string (pycocotools' rleFrString), or None."""
+    runs: list[int] = []
+    p, n = 0, len(text)
+    while p < n:
+        x, k, more = 0, 0, True
+        while more:
+            if p >= n:
+                return None  # a run cut short
+            c = ord(text[p]) - 48
+            if not 0 <= c <= 63:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p, k = p + 1, k + 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(runs) > 2:
+            x += runs[-2]
+        if x < 0:
+            return None
+        runs.append(x)
+    return runs
+
+
 def _rle(seg, i: int, file: str, image_id: int, gt) -> dict:
     """An RLE mask (COCO result format); polygons are accepted and rasterised at the image size."""
     if isinstance(seg, dict):
         size, counts = seg.get("size"), seg.get("counts")
         if not (isinstance(size, list) and len(size) == 2 and isinstance(counts, (str, list))):
             raise ResultFormatError(file, i, "segmentation", "expected an RLE {size, counts}")
+        problem = _rle_problem(size, counts)
+        if problem:  # pycocotools would read past its buffers or crash on these
+            raise ResultFormatError(file, i, "segmentation", f"malformed RLE: {problem}")
         if isinstance(counts, list):  # uncompressed RLE
             seg = mask_util.frPyObjects(seg, size[0], size[1])
         else:

@@ -10,7 +10,7 @@ Checkpoints are named ``deepfashion2://<file>``; the prefix resolves against
 table below, or given by the user) every time it is used (see :mod:`.handler`).
 """
 
-from .handler import ChecksumError, DeepFashion2Handler, sha256_of
+from .handler import ChecksumError, DeepFashion2Handler, ModelZooError, sha256_of
 from .model_zoo import (
     CHECKPOINTS,
     get,
@@ -23,6 +23,7 @@ __all__ = [
     "CHECKPOINTS",
     "ChecksumError",
     "DeepFashion2Handler",
+    "ModelZooError",
     "get",
     "get_checkpoint_url",
     "get_config",

@@ -11,33 +11,52 @@ a file the user names with ``$DEEPFASHION2_TRUSTED_SHA256`` (lines ``<sha256> <N
 only detect a corrupted transfer, not a forged file. Formats that Detectron2 unpickles (``.pkl``)
 are refused: a ``.pth`` is loaded with ``torch.load(weights_only=True)``, which runs no code.
 
+A hash the user gives or lists is trusted for any name, pinned names included (a model you
+trained yourself is never bit-identical to the published one).
+
 The files come from ``$DEEPFASHION2_MODEL_ZOO_URL`` (no default: the project hosts no release
-yet). A file already in the cache is used offline, after its hash is checked again.
+yet), within ``$DEEPFASHION2_MAX_DOWNLOAD_BYTES`` (2 GiB) and ``$DEEPFASHION2_DOWNLOAD_DEADLINE``
+seconds for the whole download (1800); the ``.part`` files of killed downloads are removed by the
+next one. A file already in the cache is used offline, after its hash is checked again: what
+loads is a private copy made from the very bytes that were hashed, so a file swapped in the cache
+between the check and the load is never used.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import hashlib
 import os
 import re
 import shutil
 import tempfile
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 
+from ..utils.files import alive
+
 ENV_BASE_URL = "DEEPFASHION2_MODEL_ZOO_URL"
 ENV_CACHE = "DEEPFASHION2_CACHE"
 ENV_TRUSTED = "DEEPFASHION2_TRUSTED_SHA256"
+ENV_MAX_BYTES = "DEEPFASHION2_MAX_DOWNLOAD_BYTES"  # default 2 GiB
+ENV_DEADLINE = "DEEPFASHION2_DOWNLOAD_DEADLINE"  # seconds for a whole download, default 1800
 # formats Detectron2's checkpointer reads with pickle (arbitrary code on load)
 PICKLE_SUFFIXES = (".pkl", ".pickle")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
 
 
-class ChecksumError(RuntimeError):
+class ModelZooError(RuntimeError):
+    """A model-zoo file that cannot be had: unreachable, too large, too slow, untrusted."""
+
+
+class ChecksumError(ModelZooError):
     pass
 
 
@@ -91,15 +110,21 @@ def parse_path(path: str) -> tuple[str, str | None]:
     return name, given
 
 
-def trusted_sha256(name: str, given: str | None = None) -> str:
-    """The sha256 ``name`` must have: the user's, the zoo table's, or the user's trusted list's."""
+def trusted_sha256s(name: str, given: str | None = None) -> dict[str, str]:
+    """
+    Every sha256 ``name`` may have, with where it comes from: the user's (in the path), the
+    zoo table's, and the user's trusted list's. A hash the user gives or lists is trusted for
+    any name, a pinned one included: a model you trained yourself never matches a published hash
+    (training is not bit-identical across machines).
+    """
+    out = {}
     if given:
-        return given
+        out[given] = "given in the path"
     from .model_zoo import CHECKPOINTS
 
     for entry in CHECKPOINTS.values():
         if entry["file"] == name:
-            return entry["sha256"]
+            out.setdefault(entry["sha256"], "pinned in deepfashion2.model_zoo.CHECKPOINTS")
     listing = os.environ.get(ENV_TRUSTED)
     if listing:
         with open(listing) as f:
@@ -108,12 +133,93 @@ def trusted_sha256(name: str, given: str | None = None) -> str:
                 if len(parts) == 2 and parts[1].lstrip("*") == name:
                     if not _SHA256.fullmatch(parts[0].lower()):
                         raise ChecksumError(f"{listing}: malformed sha256 for {name}")
-                    return parts[0].lower()
-    raise ChecksumError(
-        f"deepfashion2://{name}: no trusted sha256. Give one in the path "
-        f"(deepfashion2://{name}#sha256=...), or list it in a file named by ${ENV_TRUSTED}; "
-        "a hash published beside the file is not trusted."
-    )
+                    out.setdefault(parts[0].lower(), f"listed in {listing}")
+    if not out:
+        raise ChecksumError(
+            f"deepfashion2://{name}: no trusted sha256. Give one in the path "
+            f"(deepfashion2://{name}#sha256=...), or list it in a file named by ${ENV_TRUSTED}; "
+            "a hash published beside the file is not trusted."
+        )
+    return out
+
+
+def max_download_bytes() -> int:
+    return int(os.environ.get(ENV_MAX_BYTES, 2 << 30))
+
+
+def download_deadline() -> float:
+    return float(os.environ.get(ENV_DEADLINE, 1800))
+
+
+def _download(url: str, f, limit: int, deadline: float) -> str:
+    """Stream ``url`` into ``f`` within ``limit`` bytes and ``deadline`` seconds; its sha256."""
+    h, size = hashlib.sha256(), 0
+    end = time.monotonic() + deadline
+    try:
+        # the per-read timeout bounds a silent server; the deadline bounds a trickling one
+        with urllib.request.urlopen(url, timeout=min(60.0, deadline)) as r:
+            length = r.headers.get("Content-Length") if hasattr(r, "headers") else None
+            if length and length.isdigit() and int(length) > limit:
+                raise ModelZooError(
+                    f"{url}: {int(length):,} bytes, more than the {limit:,} allowed"
+                )
+            read = getattr(r, "read1", r.read)  # returns what one receive brings
+            while True:
+                if time.monotonic() > end:
+                    raise ModelZooError(
+                        f"{url}: not downloaded within the {deadline:g} s deadline "
+                        f"(${ENV_DEADLINE}); {size:,} bytes received"
+                    )
+                block = read(1 << 20)
+                if not block:
+                    return h.hexdigest()
+                size += len(block)
+                if size > limit:
+                    raise ModelZooError(
+                        f"{url}: more than the {limit:,} bytes allowed (${ENV_MAX_BYTES})"
+                    )
+                h.update(block)
+                f.write(block)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", None) or e
+        raise ModelZooError(f"cannot download {url}: {reason}") from None
+
+
+# (cached file, sha256, its size, mtime, ctime) -> the private verified copy
+_VERIFIED: dict[tuple, str] = {}
+_PRIVATE: list[str] = []  # this process's private folder, once made
+
+
+def _private_dir() -> str:
+    """A folder only this process's user can write (mode 0700), removed when the process exits."""
+    if not _PRIVATE:
+        path = tempfile.mkdtemp(prefix="deepfashion2-verified-")
+        atexit.register(shutil.rmtree, path, ignore_errors=True)
+        _PRIVATE.append(path)
+    return _PRIVATE[0]
+
+
+def _verified_copy(local: str, expected: str) -> str | None:
+    """
+    A private copy of ``local`` made from the bytes that were hashed (so a file swapped after
+    the check is never what loads), or None when ``local`` does not hash to ``expected``.
+    """
+    st = os.stat(local)
+    key = (local, expected, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    known = _VERIFIED.get(key)
+    if known and os.path.isfile(known):  # the same cached file, already copied and checked
+        return known
+    h = hashlib.sha256()
+    fd, copy = tempfile.mkstemp(dir=_private_dir(), suffix="-" + os.path.basename(local))
+    with os.fdopen(fd, "wb") as out, open(local, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+            out.write(block)
+    if h.hexdigest() != expected:
+        os.remove(copy)
+        return None
+    _VERIFIED[key] = copy
+    return copy
 
 
 class DeepFashion2Handler(PathHandler):
@@ -123,31 +229,46 @@ class DeepFashion2Handler(PathHandler):
         return [self.PREFIX]
 
     def _get_local_path(self, path: str, force: bool = False, **kwargs) -> str:
+        """A verified private copy of the file (see :func:`_verified_copy`)."""
         name, given = parse_path(path)
-        expected = trusted_sha256(name, given)
-        # the folder is named by the validated hash, never by anything a server sent
-        local = os.path.join(cache_dir(), expected[:16], os.path.basename(name))
-        if os.path.exists(local) and not force:
-            if sha256_of(local) == expected:
-                return local
-            os.remove(local)  # changed since it was verified: fetch it again
+        trusted = trusted_sha256s(name, given)
+        base = os.path.basename(name)
+        # folders are named by a trusted hash, never by anything a server sent
+        if not force:
+            for digest in trusted:
+                local = os.path.join(cache_dir(), digest[:16], base)
+                if os.path.exists(local):
+                    copy = _verified_copy(local, digest)
+                    if copy:
+                        return copy
+                    os.remove(local)  # changed since it was verified: fetch it again
         url = base_url() + name
-        os.makedirs(os.path.dirname(local), exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(local), suffix=".part")
+        root = cache_dir()
+        os.makedirs(root, exist_ok=True)
+        _remove_dead_parts(root)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{os.getpid()}-", suffix=".part")
         try:
-            with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as r:
-                shutil.copyfileobj(r, f)
-            actual = sha256_of(tmp)
-            if actual != expected:
+            with os.fdopen(fd, "wb") as f:
+                actual = _download(url, f, max_download_bytes(), download_deadline())
+            if actual not in trusted:
+                expected = "; ".join(f"{d} ({why})" for d, why in trusted.items())
                 raise ChecksumError(
-                    f"{path}: the download from {url} has sha256 {actual}, expected {expected}; "
-                    "refusing to use it (corrupted or tampered download)"
+                    f"{path}: the file from {url} has sha256 {actual}, and the trusted one is "
+                    f"{expected}: refusing to use it. If you made this file yourself (your own "
+                    f"training is never bit-identical to a published run), trust it with "
+                    f"deepfashion2://{name}#sha256={actual} or the line '{actual}  {name}' in the "
+                    f"file named by ${ENV_TRUSTED}."
                 )
+            local = os.path.join(root, actual[:16], base)
+            os.makedirs(os.path.dirname(local), exist_ok=True)
             os.replace(tmp, local)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        return local
+        copy = _verified_copy(local, actual)
+        if copy is None:
+            raise ChecksumError(f"{local}: changed while it was being stored; try again")
+        return copy
 
     def _open(self, path: str, mode: str = "r", buffering: int = -1, **kwargs):
         if "w" in mode or "a" in mode:
@@ -163,6 +284,15 @@ class DeepFashion2Handler(PathHandler):
 
     def _isfile(self, path: str, **kwargs) -> bool:
         return self._exists(path)
+
+
+def _remove_dead_parts(folder: str) -> None:
+    """``.<pid>-*.part`` files of downloads whose process is gone (killed midway)."""
+    for n in os.listdir(folder):
+        pid = n[1:].split("-", 1)[0]
+        if n.startswith(".") and n.endswith(".part") and pid.isdigit() and not alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(folder, n))
 
 
 PathManager.register_handler(DeepFashion2Handler())

@@ -1,5 +1,5 @@
 """Consumer-to-shop search outside a benchmark: a shop catalogue indexed once, searched often."""
 
-from .catalogue import Catalogue, CatalogueEntries, CatalogueMismatchError
+from .catalogue import Catalogue, CatalogueEntries, CatalogueError, CatalogueMismatchError
 
-__all__ = ["Catalogue", "CatalogueEntries", "CatalogueMismatchError"]
+__all__ = ["Catalogue", "CatalogueEntries", "CatalogueError", "CatalogueMismatchError"]

@@ -3,8 +3,14 @@ Shop the look: index a folder of shop images into a :class:`deepfashion2.retriev
 with a trained model (:mod:`.indexing`), then search it with consumer photos (:mod:`.search`).
 """
 
-from .embed import GarmentEmbedder, model_identity
+from .embed import GarmentEmbedder, UnreadableImageError, model_identity
 from .indexing import index_images
 from .search import search_photos
 
-__all__ = ["GarmentEmbedder", "index_images", "model_identity", "search_photos"]
+__all__ = [
+    "GarmentEmbedder",
+    "UnreadableImageError",
+    "index_images",
+    "model_identity",
+    "search_photos",
+]

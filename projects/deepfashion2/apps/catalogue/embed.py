@@ -3,16 +3,55 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import stat
 
 import torch
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
+from PIL import Image
 
-from ...data import DeepFashion2Mapper
+from ...data import DeepFashion2FormatError, DeepFashion2Mapper
 from ...engine import DeepFashion2Checkpointer
 from ...evaluation.retrieval_evaluator import best_detections
 from ...model_zoo import sha256_of
+
+logger = logging.getLogger(__name__)
+
+# Pixels an image may have, read from its header before anything is decoded: a 40 kB PNG can
+# claim 100000 x 100000 pixels (a decompression bomb). 50 MP is a 8660 x 5773 photo.
+MAX_PIXELS = 50_000_000
+
+
+class UnreadableImageError(ValueError):
+    """An image that cannot be searched or indexed; the message names the file and why."""
+
+
+def check_image(path: str) -> None:
+    """
+    Refuse, before decoding, what is not a plain image file of a sane size: a missing file, a
+    special file (a FIFO would block the reader), an empty file, a file PIL cannot identify, or
+    more than ``MAX_PIXELS`` pixels by its header.
+    """
+    try:
+        st = os.stat(path)  # follows links; a link loop or a dangling link fails here
+    except OSError as e:
+        raise UnreadableImageError(f"{path}: {e.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise UnreadableImageError(f"{path}: not a plain file")
+    if st.st_size == 0:
+        raise UnreadableImageError(f"{path}: empty file")
+    too_large = f"more than the {MAX_PIXELS:,} pixels accepted (by its header)"
+    try:
+        with Image.open(path) as im:  # reads the header only
+            w, h = im.size
+    except Image.DecompressionBombError:  # PIL's own, far larger limit
+        raise UnreadableImageError(f"{path}: {too_large}") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise UnreadableImageError(f"{path}: not an image ({e})") from None
+    if w * h > MAX_PIXELS:
+        raise UnreadableImageError(f"{path}: {w} x {h} pixels, {too_large}")
 
 
 def model_identity(cfg, config_name: str = "") -> dict:
@@ -47,7 +86,8 @@ class GarmentEmbedder:
             raise ValueError("the model has no matching head (MODEL.MATCH_ON False)")
         self.cfg = cfg
         self.model = build_model(cfg).eval()
-        DeepFashion2Checkpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        # .pth or deepfashion2:// only: read without running code (weights a catalogue names)
+        DeepFashion2Checkpointer(self.model, allow_pickle=False).load(cfg.MODEL.WEIGHTS)
         self.mapper = DeepFashion2Mapper(cfg, is_train=False)
         self.batch_size = batch_size
         self.divisor = max(self.model.backbone.size_divisibility, 1)
@@ -56,15 +96,27 @@ class GarmentEmbedder:
         self.gallery_per_image = min(r.GALLERY_PER_IMAGE, r.MAX_PER_IMAGE)
         self.max_per_image = r.MAX_PER_IMAGE
 
-    def __call__(self, paths: list[str], limit: int) -> list[tuple]:
-        """For each image, its ``limit`` best garments: (boxes, categories 1..13, scores, emb)."""
-        inputs = [self.mapper({"file_name": p, "image_id": i}) for i, p in enumerate(paths)]
+    def __call__(self, paths: list[str], limit: int) -> list[tuple | UnreadableImageError]:
+        """
+        For each image, its ``limit`` best garments: (boxes, categories 1..13, scores, emb), or
+        the :class:`UnreadableImageError` that says why it could not be read (the others are
+        still processed).
+        """
+        inputs: dict[int, dict] = {}
+        out: list = [None] * len(paths)
+        for i, p in enumerate(paths):
+            try:
+                check_image(p)
+                inputs[i] = self.mapper({"file_name": p, "image_id": i})
+            except UnreadableImageError as e:
+                out[i] = e
+            except DeepFashion2FormatError as e:  # decoding failed after an intact header
+                out[i] = UnreadableImageError(f"{p}: {e.message}")
         buckets: dict[tuple[int, int], list[int]] = {}
-        for i, x in enumerate(inputs):
+        for i, x in inputs.items():
             h, w = x["image"].shape[-2:]
             key = (-(-h // self.divisor), -(-w // self.divisor))
             buckets.setdefault(key, []).append(i)
-        out: list[tuple | None] = [None] * len(paths)
         with torch.no_grad():
             for members in buckets.values():
                 for s in range(0, len(members), self.batch_size):
@@ -72,7 +124,7 @@ class GarmentEmbedder:
                     for i, o in zip(batch, self.model([inputs[i] for i in batch])):
                         inst = o["instances"].to(torch.device("cpu"))
                         out[i] = best_detections(inst, self.min_score, limit)
-        return out  # type: ignore[return-value]
+        return out
 
     @functools.cached_property
     def identity(self) -> dict:
@@ -89,9 +141,21 @@ class GarmentEmbedder:
 
 
 def list_images(folder: str, extensions=(".jpg", ".jpeg", ".png")) -> list[str]:
-    """Image files under ``folder`` (recursively), as sorted paths relative to it."""
-    out = []
-    for root, _, files in os.walk(folder):
+    """
+    Image files under ``folder`` (recursively), as sorted paths relative to it. Symbolic links
+    are followed, to files and to folders; a folder reached twice (a link loop, or two links to
+    one folder) is read once, under the first of its paths, and the others are logged.
+    """
+    out, seen = [], set()
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            logger.warning(f"{root}: already read as {real} (a link loop or a second link): "
+                           "not read again")  # fmt: skip
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
         for name in files:
             if name.lower().endswith(extensions):
                 out.append(os.path.relpath(os.path.join(root, name), folder))

@@ -24,49 +24,66 @@ def index_images(
     images_per_shard: int = 32,
     num_procs: int = 1,
     progress: bool = True,
+    retry_skipped: bool = False,
+    lenient: bool = False,
 ) -> Catalogue:
     """
     Detect and embed every garment of every image under ``images_dir`` (the evaluator's gallery
     policy: ``DEEPFASHION2.RETRIEVAL.GALLERY_PER_IMAGE`` best detections with score >=
     ``MIN_SCORE``) into the catalogue at ``output``. Images already in it are skipped, so a rerun
-    (after an interruption, or when images were added) indexes only the rest. ``num_procs``
-    processes (GPUs, or CPU processes) share the work.
+    (after an interruption, or when images were added) indexes only the rest. An image that
+    cannot be read is skipped, named in the log and recorded in the catalogue, so that a rerun
+    does not try it again unless ``retry_skipped``. ``num_procs`` processes (GPUs, or CPU
+    processes) share the work. ``lenient``: damaged shards are skipped (their images indexed
+    again) instead of refused.
     """
     cat = Catalogue.create(
-        output, model_identity(cfg, config_name), cfg.dump(), images_root=images_dir
-    )
+        output, model_identity(cfg, config_name), cfg.dump(), images_root=images_dir,
+        lenient=lenient,
+    )  # fmt: skip
     cat.remove_unfinished()
-    done = cat.indexed_images()
+    done = cat.indexed_images(with_skipped=not retry_skipped)
     todo = [p for p in list_images(images_dir) if p not in done]
     logger.info(f"Indexing {len(todo)} images ({len(done)} already in {output}).")
     if todo:
-        args = (cfg, images_dir, output, todo, batch_size, images_per_shard, progress)
+        args = (cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient)
         if num_procs > 1:
             launch(_worker, num_procs, dist_url="auto", args=args)
         else:
             _index_part(*args, rank=0, world=1)
-    return Catalogue(output)
+    cat = Catalogue(output, lenient=lenient)
+    skipped = {p: r for p, r in cat.skipped_images().items() if p in set(todo)}
+    if skipped:
+        logger.warning(
+            f"{len(skipped)} of {len(todo)} images could not be read and were skipped (recorded "
+            "in the catalogue; --retry-skipped tries them again):\n"
+            + "\n".join(f"  {r}" for r in skipped.values())
+        )
+    return cat
 
 
-def _worker(cfg, images_dir, output, todo, batch_size, images_per_shard, progress):
+def _worker(cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient):
     from detectron2.utils import comm
 
     _index_part(
-        cfg, images_dir, output, todo, batch_size, images_per_shard, progress,
+        cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient,
         rank=comm.get_rank(), world=comm.get_world_size(),
     )  # fmt: skip
 
 
 def _index_part(
-    cfg, images_dir, output, todo, batch_size, images_per_shard, progress, *, rank, world
+    cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient, *, rank, world
 ):
     """This process's share of ``todo``, one atomic shard per ``images_per_shard`` images."""
-    cat = Catalogue(output)
+    cat = Catalogue(output, lenient=lenient)
     embedder = GarmentEmbedder(cfg, batch_size)
     mine = todo[rank::world]
     bar = tqdm(total=len(mine), desc="Indexing", unit="image", disable=not progress or rank != 0)
     for s in range(0, len(mine), images_per_shard):
         part = mine[s : s + images_per_shard]
-        cat.add(part, embedder.gallery([os.path.join(images_dir, p) for p in part]))
+        found = embedder.gallery([os.path.join(images_dir, p) for p in part])
+        ok = [(p, f) for p, f in zip(part, found) if not isinstance(f, Exception)]
+        skipped = {p: str(f) for p, f in zip(part, found) if isinstance(f, Exception)}
+        cat.add([p for p, _ in ok], [f for _, f in ok], skipped=skipped)
         bar.update(len(part))
     bar.close()

@@ -6,21 +6,56 @@ import json
 import os
 import time
 
+import yaml
 from detectron2.config import get_cfg
 from PIL import Image
 
 from ... import add_deepfashion2_config
+from ...engine.checkpoint import refuse_unsafe_weights
 from ...retrieval import Catalogue
+from ...retrieval.catalogue import MAX_TOP_K, CatalogueError
 from ...utils.visualizer import retrieval_strip, stack_rows
-from .embed import GarmentEmbedder, model_identity
+from .embed import GarmentEmbedder, UnreadableImageError, model_identity
 
 
 def catalogue_config(cat: Catalogue, opts=()):
-    """The config of the model that built ``cat`` (its config.yaml), with ``opts`` on top."""
+    """
+    The config of the model that built ``cat`` (its config.yaml), with ``opts`` on top. The file
+    is data: plain YAML only (a tag that would construct a Python object is refused), no
+    ``_BASE_``, and the weights it names (unless ``opts`` names others) must be a local ``.pth``
+    file or a ``deepfashion2://`` name trusted by this project's pinned table or the user's list:
+    never a URL, a pickle, or a hash that the catalogue itself supplies.
+    """
+    path = os.path.join(cat.folder, "config.yaml")
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
-    cfg.merge_from_file(os.path.join(cat.folder, "config.yaml"))
-    cfg.merge_from_list(list(opts))
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict) or "_BASE_" in data:
+            raise CatalogueError(f"{path}: refused: a catalogue's config is one mapping, no _BASE_")
+        cfg.merge_from_file(path, allow_unsafe=False)  # safe_load again: no fallback to tags
+    except OSError as e:
+        raise CatalogueError(f"{path}: unreadable: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        first = str(e).strip().splitlines()[0]
+        raise CatalogueError(f"{path}: refused: not plain YAML data ({first})") from None
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        if isinstance(e, CatalogueError):
+            raise
+        raise CatalogueError(f"{path}: not a config of this project: {e}") from None
+    opts = list(opts)
+    cfg.merge_from_list(opts)
+    if "MODEL.WEIGHTS" not in opts[::2]:
+        try:
+            refuse_unsafe_weights(cfg.MODEL.WEIGHTS)
+            if "#" in cfg.MODEL.WEIGHTS:
+                raise ValueError("a hash given beside the weights is not trusted here")
+        except ValueError as e:
+            raise CatalogueError(
+                f"{path}: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} refused ({e}); give the weights "
+                "yourself: MODEL.WEIGHTS /path/to/model.pth"
+            ) from None
     return cfg
 
 
@@ -40,6 +75,8 @@ def search_photos(
     ``same_category=False`` (default: the catalogue's policy). With ``output``, writes
     ``results.json`` and a picture per photo. Refuses a model other than the catalogue's.
     """
+    if not (isinstance(top_k, int) and 1 <= top_k <= MAX_TOP_K):
+        raise ValueError(f"top-k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
     cat = Catalogue(catalogue_dir)
     if embedder is None:
         cfg = catalogue_config(cat, opts)
@@ -51,6 +88,9 @@ def search_photos(
         same_category = cat.meta.get("policy", {}).get("same_category", True)
     t0 = time.perf_counter()
     found = embedder.queries(photos)
+    for f in found:
+        if isinstance(f, UnreadableImageError):
+            raise f
     t1 = time.perf_counter()
     cat.index(same_category)  # built (or loaded) once, not per photo
     t2 = time.perf_counter()
@@ -75,10 +115,24 @@ def search_photos(
     if output:
         os.makedirs(output, exist_ok=True)
         with open(os.path.join(output, "results.json"), "w") as f:
-            json.dump(result, f, indent=1)
-        for entry in out:
-            draw(entry, cat.images_root, os.path.join(output, _stem(entry["photo"]) + ".png"))
+            json.dump(result, f, indent=1, allow_nan=False)
+        for entry, name in zip(out, picture_names([e["photo"] for e in out])):
+            draw(entry, cat.images_root, os.path.join(output, name))
     return result
+
+
+def picture_names(photos: list[str]) -> list[str]:
+    """``<stem>.png`` per photo; photos sharing a base name get ``<stem>-2.png``, ... in order."""
+    names, used = [], set()
+    for photo in photos:
+        stem, n = _stem(photo), 1
+        name = f"{stem}.png"
+        while name in used:
+            n += 1
+            name = f"{stem}-{n}.png"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def draw(entry: dict, images_root: str, path: str, top: int = 5) -> None:
