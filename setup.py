@@ -29,6 +29,7 @@ setup(
         "Pillow",
         "pycocotools",
         "faiss-cpu",
+        "timm",
         "opencv-python-headless",
     ],
 )

@@ -6,7 +6,8 @@ landmarks joined by its category's skeleton):
     python tools/demo.py --config-file configs/Mini-CPU.yaml --input a.jpg b.jpg --output out/ \
         --opts MODEL.WEIGHTS output/demo/model_final.pth
 
-``MODEL.WEIGHTS`` may be a ``deepfashion2://`` model-zoo name.
+``MODEL.WEIGHTS`` may be a ``deepfashion2://`` model-zoo name; ``TEST.AUG.ENABLED True`` predicts
+with test-time augmentation (``TEST.AUG.MIN_SIZES``, ``FLIP``; landmarks flipped per category).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tqdm import tqdm
 
 from deepfashion2 import add_deepfashion2_config
 from deepfashion2.data.builtin import deepfashion2_metadata
+from deepfashion2.modeling import with_tta
 from deepfashion2.utils.visualizer import DeepFashion2Visualizer
 
 
@@ -57,7 +59,9 @@ def main(argv=None) -> None:
     p.add_argument("--opts", nargs=argparse.REMAINDER, default=[], help="config overrides")
     args = p.parse_args(argv)
     setup_logger(name="deepfashion2")
-    predictor = DefaultPredictor(setup_cfg(args.config_file, args.opts, args.confidence_threshold))
+    cfg = setup_cfg(args.config_file, args.opts, args.confidence_threshold)
+    predictor = DefaultPredictor(cfg)
+    predictor.model = with_tta(cfg, predictor.model)
     paths = [q for pattern in args.input for q in sorted(glob.glob(pattern)) or [pattern]]
     os.makedirs(args.output, exist_ok=True)
     from PIL import Image

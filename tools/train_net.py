@@ -7,12 +7,15 @@ Train and evaluate DeepFashion2 models with Detectron2.
         --config-file configs/mask_rcnn_landmarks_R_50_FPN_1x.yaml
     python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS output/model_final.pth
     python tools/train_net.py --config-file ... --resume
+    python tools/train_net.py --config-file ... --eval-only MODEL.WEIGHTS ... TEST.AUG.ENABLED True
+
+With ``TEST.AUG.ENABLED`` the four benchmarks are evaluated a second time with test-time
+augmentation (``TEST.AUG.MIN_SIZES``, ``MAX_SIZE``, ``FLIP``; landmarks flipped per category):
+the results gain ``bbox_TTA``, ... and the tables go to ``<OUTPUT_DIR>/inference_TTA``.
 """
 
-import logging
-
 from detectron2.config import get_cfg
-from detectron2.engine import default_argument_parser, default_setup
+from detectron2.engine import default_argument_parser, default_setup, hooks
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -42,11 +45,16 @@ def main(args):
         )
         res = Trainer.test(cfg, model)
         if cfg.TEST.AUG.ENABLED:
-            logging.getLogger("detectron2").warning("TEST.AUG is not supported; ignored")
-        verify_results(cfg, res)
+            res.update(Trainer.test_with_TTA(cfg, model))
+        if comm.is_main_process():
+            verify_results(cfg, res)
         return res
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    if cfg.TEST.AUG.ENABLED:  # after the plain evaluation, as Detectron2's train_net does
+        trainer.register_hooks(
+            [hooks.EvalHook(0, lambda: trainer.test_with_TTA(cfg, trainer.model))]
+        )
     return trainer.train()
 
 

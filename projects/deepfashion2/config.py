@@ -42,6 +42,17 @@ def add_deepfashion2_config(cfg: CN) -> None:
     # Also score the ground-truth-box variant (embedding only, no detector) at evaluation.
     cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES = True
 
+    # A timm backbone under the FPN (MODEL.BACKBONE.NAME: build_timm_fpn_backbone;
+    # deepfashion2.modeling.timm_backbone): the timm model, its feature levels fed to the FPN
+    # (named res2..res5 by stride), "FrozenBN" or "BN", the weights frozen up to a level, and the
+    # ImageNet weights to start from (a packaged name, sha256-checked, or a .pth timm state dict).
+    cfg.MODEL.TIMM = CN()
+    cfg.MODEL.TIMM.NAME = "efficientnet_lite0"
+    cfg.MODEL.TIMM.OUT_INDICES = [1, 2, 3, 4]
+    cfg.MODEL.TIMM.NORM = "FrozenBN"
+    cfg.MODEL.TIMM.FREEZE_AT = 0
+    cfg.MODEL.TIMM.WEIGHTS = ""
+
     # The matching head (MODEL.ROI_HEADS.NAME: MatchROIHeads, MODEL.MATCH_ON: True).
     cfg.MODEL.MATCH_ON = False
     cfg.MODEL.ROI_MATCH_HEAD = CN()

@@ -32,6 +32,7 @@ from ..evaluation import (
     RetrievalEvaluator,
     tables,
 )
+from ..modeling import DeepFashion2RCNNWithTTA
 from .checkpoint import DeepFashion2Checkpointer
 from .optim import build_adamw
 
@@ -176,19 +177,37 @@ class Trainer(DefaultTrainer):
         )
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None):
+    def test_with_TTA(cls, cfg, model):
+        """
+        :meth:`test` again with test-time augmentation (``TEST.AUG``: flips and scales, every
+        task, :class:`DeepFashion2RCNNWithTTA`); tables and result files go to
+        ``<OUTPUT_DIR>/inference_TTA``, and every result key gains ``_TTA`` (``bbox_TTA``, ...).
+        """
+        logging.getLogger(__name__).info("Running inference with test-time augmentation ...")
+        tta = DeepFashion2RCNNWithTTA(cfg, model)
+        res = cls.test(cfg, tta, output_folder=os.path.join(cfg.OUTPUT_DIR, "inference_TTA"))
+        if len(cfg.DATASETS.TEST) > 1:
+            return {n: {k + "_TTA": v for k, v in r.items()} for n, r in res.items()}
+        return {k + "_TTA": v for k, v in res.items()}
+
+    @classmethod
+    def test(cls, cfg, model, evaluators=None, output_folder: str | None = None):
         """
         The stock test, plus (matching head on, builtin evaluators) the ground-truth-box retrieval
-        variant, and all tables of a split saved together as ``deepfashion2_tables.md``.
+        variant, and all tables of a split saved together as ``deepfashion2_tables.md`` in
+        ``output_folder`` (default ``<OUTPUT_DIR>/inference``).
         """
+        output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
+        builtin = evaluators is None
+        if builtin:
+            evaluators = [cls.build_evaluator(cfg, n, output_folder) for n in cfg.DATASETS.TEST]
         results = super().test(cfg, model, evaluators)
-        if evaluators is not None or not cfg.DATASETS.TEST:
+        if not builtin or not cfg.DATASETS.TEST:
             return results
         per_dataset = results if len(cfg.DATASETS.TEST) > 1 else {cfg.DATASETS.TEST[0]: results}
         for name in cfg.DATASETS.TEST:
             if MetadataCatalog.get(name).get("evaluator_type") != "deepfashion2":
                 continue
-            output_folder = os.path.join(cfg.OUTPUT_DIR, "inference")
             res = per_dataset.get(name)
             if res is None:
                 continue

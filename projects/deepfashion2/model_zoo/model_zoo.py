@@ -23,8 +23,12 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
 
 CONFIGS = {
     "DeepFashion2/Mini-CPU": "Mini-CPU.yaml",
+    "DeepFashion2/EfficientNet-Lite0-CPU": "EfficientNet-Lite0-CPU.yaml",
     "DeepFashion2/mask_rcnn_landmarks_R_50_FPN_1x": "mask_rcnn_landmarks_R_50_FPN_1x.yaml",
     "DeepFashion2/mask_rcnn_landmarks_R_50_FPN_3x": "mask_rcnn_landmarks_R_50_FPN_3x.yaml",
+    "DeepFashion2/mask_rcnn_landmarks_effnet_lite0_FPN_1x": (
+        "mask_rcnn_landmarks_effnet_lite0_FPN_1x.yaml"
+    ),
 }
 
 

@@ -58,16 +58,15 @@ class FPNWithImage(FPN):
         return {**super().output_shape(), "image": self._image_shape}
 
 
-@BACKBONE_REGISTRY.register()
-def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+def build_fpn(cfg, bottom_up: Backbone, input_shape: ShapeSpec) -> FPN:
     """
-    ``MODEL.BACKBONE.NAME: build_basic_resnet_fpn_backbone``; FPN as in the stock builder, plus the
-    ``"image"`` output when the matching head pools pixels.
+    Detectron2's FPN on ``bottom_up`` as the stock builder makes it (``MODEL.FPN``, a max-pooled
+    p6), plus the ``"image"`` output when the matching head pools pixels.
     """
     image = cfg.MODEL.MATCH_ON and cfg.MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION > 0
     extra = {"image_channels": input_shape.channels} if image else {}
     return (FPNWithImage if image else FPN)(
-        bottom_up=build_basic_resnet(cfg, input_shape),
+        bottom_up=bottom_up,
         in_features=cfg.MODEL.FPN.IN_FEATURES,
         out_channels=cfg.MODEL.FPN.OUT_CHANNELS,
         norm=cfg.MODEL.FPN.NORM,
@@ -75,3 +74,9 @@ def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
         **extra,
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_basic_resnet_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """``MODEL.BACKBONE.NAME: build_basic_resnet_fpn_backbone``: :func:`build_fpn` on it."""
+    return build_fpn(cfg, build_basic_resnet(cfg, input_shape), input_shape)

@@ -172,11 +172,7 @@ class CategoryKeypointHead(nn.Module):
         if self.training and not len(classes):  # keep every parameter in the graph (DDP needs it)
             w, b = self.score_lowres.weight, self.score_lowres.bias
             return {"loss_keypoint": (self.trunk(x).sum() + w.sum() + b.sum()) * 0}
-        # Sort the RoIs by category before the trunk: one gather of the (narrow) input instead
-        # of the trunk output, and contiguous per-category blocks for the predictor.
-        order = torch.argsort(classes, stable=True)
-        feats = self.trunk(x[order])
-        logits = [(c, order[rows], y) for c, rows, y in self.predict(feats, classes[order])]
+        logits = self._logits(x, classes)
         if not self.training:
             self.inference(logits, instances)
             return instances
@@ -187,6 +183,22 @@ class CategoryKeypointHead(nn.Module):
         boxes = cat([i.proposal_boxes.tensor for i in instances])
         loss = category_keypoint_loss(logits, gt, boxes, normalizer)
         return {"loss_keypoint": loss * self.loss_weight}
+
+    def _logits(self, x: torch.Tensor, classes: torch.Tensor):
+        # Sort the RoIs by category before the trunk: one gather of the (narrow) input instead
+        # of the trunk output, and contiguous per-category blocks for the predictor.
+        order = torch.argsort(classes, stable=True)
+        feats = self.trunk(x[order])
+        return [(c, order[rows], y) for c, rows, y in self.predict(feats, classes[order])]
+
+    def heatmaps(
+        self, x: torch.Tensor, instances: list[Instances]
+    ) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+        """
+        Inference without decoding (test-time augmentation averages these): per present
+        predicted category c, (c, (n_c,) rows of ``x``, (n_c, K_c, S, S) logits).
+        """
+        return self._logits(x, cat([i.pred_classes for i in instances]).long())
 
     @staticmethod
     def inference(logits, instances: list[Instances]) -> None:

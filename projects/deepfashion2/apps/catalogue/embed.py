@@ -16,6 +16,7 @@ from ...data import DeepFashion2FormatError, DeepFashion2Mapper
 from ...engine import DeepFashion2Checkpointer
 from ...evaluation.retrieval_evaluator import best_detections
 from ...model_zoo import sha256_of
+from ...modeling import with_tta
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +71,7 @@ def model_identity(cfg, config_name: str = "") -> dict:
             "same_category": r.SAME_CATEGORY,
             "index": r.INDEX,
             "exact_max": r.CATALOGUE_EXACT_MAX,
+            "tta": bool(cfg.TEST.AUG.ENABLED),
         },
     }
 
@@ -88,9 +90,11 @@ class GarmentEmbedder:
         self.model = build_model(cfg).eval()
         # .pth or deepfashion2:// only: read without running code (weights a catalogue names)
         DeepFashion2Checkpointer(self.model, allow_pickle=False).load(cfg.MODEL.WEIGHTS)
+        self.divisor = max(self.model.backbone.size_divisibility, 1)
+        # TEST.AUG.ENABLED: the slower, flip- (and scale-) averaged embedding
+        self.model = with_tta(cfg, self.model)
         self.mapper = DeepFashion2Mapper(cfg, is_train=False)
         self.batch_size = batch_size
-        self.divisor = max(self.model.backbone.size_divisibility, 1)
         r = cfg.DEEPFASHION2.RETRIEVAL
         self.min_score = r.MIN_SCORE
         self.gallery_per_image = min(r.GALLERY_PER_IMAGE, r.MAX_PER_IMAGE)
