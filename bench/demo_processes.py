@@ -48,7 +48,12 @@ def run(procs: int, workers: int, iters: int, weights: str, out: str) -> dict:
     wall = time.perf_counter() - start
     with open(os.path.join(out, "metrics.json")) as f:
         logged = [json.loads(line) for line in f]
-    times = [d["time"] for d in logged if "time" in d and d["iteration"] >= 20]
+    timed = [d for d in logged if "time" in d]
+    # Detectron2 logs every 20 iterations and the last: past the first 20 (warm-up) when the
+    # run is that long, else whatever a short run logged
+    times = [d["time"] for d in timed if d["iteration"] >= 20] or [d["time"] for d in timed]
+    if not times:
+        raise SystemExit(f"{out}/metrics.json: no iteration times logged ({iters} iterations)")
     return {
         "processes": procs,
         "loader_workers_per_process": workers,

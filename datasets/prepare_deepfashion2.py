@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
             args.image_dir,
             lenient=args.lenient,
             cache_dir=args.cache_dir,
-            use_cache=not args.no_cache,
+            use_cache=False if args.no_cache else None,  # None: $DF2_CACHE decides
             num_workers=args.workers,
         )
     except (DeepFashion2FormatError, FileNotFoundError) as e:

@@ -446,3 +446,17 @@ def test_malformed_rle_is_named_not_a_traceback(split_copy, tmp_path, segmentati
         _evaluate("--anno-dir", annos, "--image-dir", images, "--results", str(bad))
     text = str(e.value.code)
     assert text.startswith(f"error: {bad}") and "malformed RLE" in text and message in text
+
+
+def test_prepare_script_honours_the_cache_switch(split_copy, tmp_path, capsys, monkeypatch):
+    """DF2_CACHE=0 turns the cache off at this entry point too (it was ignored here)."""
+    annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("DF2_CACHE", "0")
+    code, _, err = _prepare(capsys, "--anno-dir", annos, "--image-dir", images,
+                            "--cache-dir", str(cache))  # fmt: skip
+    assert code == 0, err
+    assert not cache.exists() or not os.listdir(cache)
+    monkeypatch.setenv("DF2_CACHE", "1")
+    _prepare(capsys, "--anno-dir", annos, "--image-dir", images, "--cache-dir", str(cache))
+    assert os.listdir(cache)

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """
-`make demo`: generate the embedded synthetic DeepFashion2 set (fixed seed), train the small CPU
-model (detector + masks + landmarks + matching head), evaluate the four benchmarks and leave
-tables, figures and metrics.json in --output. ``--dataset DIR`` uses a real DeepFashion2 folder
-(``DIR/{train,validation}/{annos,image}``) instead, with the R50-FPN config on a GPU.
+`make demo`: generate the embedded synthetic DeepFashion2 set (fixed seed), fine-tune the small
+CPU model from ImageNet weights (EfficientNet-Lite0-FPN: detector + masks + landmarks + matching
+head; ``--config-file configs/Mini-CPU.yaml``: the model trained from scratch), evaluate the four
+benchmarks and leave tables, figures and metrics.json in --output. ``--dataset DIR`` uses a real
+DeepFashion2 folder (``DIR/{train,validation}/{annos,image}``) instead, with the R50-FPN config on
+a GPU.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", help="a real DeepFashion2 folder with <split>/{annos,image}")
     p.add_argument("--output", default="output/demo")
-    p.add_argument("--config-file", help="default: Mini-CPU on CPU, R50-FPN 1x on a GPU")
+    p.add_argument(
+        "--config-file", help="default: EfficientNet-Lite0-CPU on CPU, R50-FPN 1x on a GPU"
+    )
     p.add_argument("--seed", type=int, default=DEMO_SEED, help="data order and initialisation")
     p.add_argument(
         "--num-processes",

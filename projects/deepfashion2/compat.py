@@ -23,6 +23,11 @@ Each entry: the difference; which Detectron2 needs it; where it is applied.
   :func:`deepfashion2.engine.launch`.
 - ``create_ddp_model`` passes ``device_ids`` for a CPU model, which DDP rejects. v0.6 and main.
   :func:`cpu_ddp`, around the trainer's construction only.
+- Detectron2 private names the project uses, all here: ``launch._find_free_port`` (a free TCP
+  port for ``dist_url="auto"``; v0.6 and main) and ``comm._LOCAL_PROCESS_GROUP`` (v0.6 has no
+  public setter; main's is ``create_local_process_group``): :func:`free_port`,
+  :func:`set_local_process_group`. ``DefaultTrainer._trainer`` (the inner trainer that holds
+  the optimizer, public in use on both: Detectron2's own ``train_net`` scripts reach it).
 
 What the v0.6 wheel cannot do at all (no compiled ops): rotated boxes (``RotatedBoxes`` ops,
 ``ROIAlignRotated``), deformable convolutions, the ``fast_eval_api`` COCO evaluation (pycocotools'
@@ -152,3 +157,21 @@ def cpu_ddp():
         yield
     finally:
         defaults.create_ddp_model = stock
+
+
+def free_port() -> int:
+    """A free TCP port on this machine (Detectron2's private ``launch._find_free_port``)."""
+    from detectron2.engine.launch import _find_free_port
+
+    return _find_free_port()
+
+
+def set_local_process_group(group) -> None:
+    """
+    The process group of this machine's processes, for ``comm.get_local_rank`` and friends: v0.6
+    keeps it in the private ``comm._LOCAL_PROCESS_GROUP`` and has no setter.
+    """
+    from detectron2.utils import comm
+
+    assert comm._LOCAL_PROCESS_GROUP is None, "the local process group is already set"
+    comm._LOCAL_PROCESS_GROUP = group

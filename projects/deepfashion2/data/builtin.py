@@ -36,23 +36,29 @@ def deepfashion2_metadata() -> dict:
     }
 
 
-def _loader(anno_dir: str | Callable[[], str], image_dir: str | None, lenient: bool, **kwargs):
+class SplitLoader:
     """
-    The function registered in ``DatasetCatalog``: the registration's options by default (what
-    ``DatasetCatalog.get`` gives); :func:`dataset_dicts` passes a config's options instead.
-    ``anno_dir`` may be a callable giving the split folder (generated on first use).
+    The callable registered in ``DatasetCatalog`` for a DeepFashion2 split: the registration's
+    options by default (what ``DatasetCatalog.get`` gives); :func:`dataset_dicts` passes a
+    config's options instead. ``anno_dir`` may be a callable giving the split folder (generated
+    on first use).
     """
 
-    def load(*, lenient: bool = lenient, use_cache: bool | None = None) -> list[dict]:
-        if callable(anno_dir):
-            root = anno_dir()
+    def __init__(
+        self, anno_dir: str | Callable[[], str], image_dir: str | None, lenient: bool, **kwargs
+    ):
+        self.anno_dir, self.image_dir, self.lenient, self.kwargs = (
+            anno_dir, image_dir, lenient, kwargs,
+        )  # fmt: skip
+
+    def __call__(self, *, lenient: bool | None = None, use_cache: bool | None = None) -> list[dict]:
+        if callable(self.anno_dir):
+            root = self.anno_dir()
             annos, images = os.path.join(root, "annos"), os.path.join(root, "image")
         else:
-            annos, images = anno_dir, image_dir
-        return load_deepfashion2(annos, images, lenient=lenient, use_cache=use_cache, **kwargs)
-
-    load.takes_options = True
-    return load
+            annos, images = self.anno_dir, self.image_dir
+        lenient = self.lenient if lenient is None else lenient
+        return load_deepfashion2(annos, images, lenient=lenient, use_cache=use_cache, **self.kwargs)
 
 
 def dataset_dicts(name: str, cfg=None) -> list[dict]:
@@ -63,7 +69,7 @@ def dataset_dicts(name: str, cfg=None) -> list[dict]:
     config (trainer, evaluators, demo) loads through here.
     """
     func = DatasetCatalog[name] if name in DatasetCatalog.list() else None
-    if cfg is not None and getattr(func, "takes_options", False):
+    if cfg is not None and isinstance(func, SplitLoader):
         d2 = cfg.DEEPFASHION2
         return func(lenient=d2.LENIENT, use_cache=None if d2.CACHE else False)
     return DatasetCatalog.get(name)
@@ -88,14 +94,17 @@ def register_deepfashion2(
         DatasetCatalog.register(name, lambda: load_image_folder(image_dir))
     else:
         DatasetCatalog.register(
-            name, _loader(anno_dir, image_dir, lenient, cache_dir=cache_dir, **loader_kwargs)
+            name, SplitLoader(anno_dir, image_dir, lenient, cache_dir=cache_dir, **loader_kwargs)
         )
-    MetadataCatalog.get(name).set(anno_dir=anno_dir, image_dir=image_dir, **deepfashion2_metadata())
+    MetadataCatalog.get(name).set(
+        anno_dir=anno_dir, image_dir=image_dir, annotated=anno_dir is not None,
+        **deepfashion2_metadata(),
+    )  # fmt: skip
 
 
 def _register_mini(name: str, split: str) -> None:
-    DatasetCatalog.register(name, _loader(lambda: ensure_mini_split(split), None, False))
-    MetadataCatalog.get(name).set(synthetic=True, **deepfashion2_metadata())
+    DatasetCatalog.register(name, SplitLoader(lambda: ensure_mini_split(split), None, False))
+    MetadataCatalog.get(name).set(synthetic=True, annotated=True, **deepfashion2_metadata())
 
 
 def register_all_deepfashion2(root: str) -> None:

@@ -18,7 +18,6 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from detectron2.engine import launch as d2_launch
-from detectron2.engine.launch import _find_free_port
 from detectron2.utils import comm
 
 from .. import compat
@@ -49,7 +48,7 @@ def launch(
         )
     if dist_url == "auto":
         assert num_machines == 1, "dist_url=auto not supported in multi-machine jobs."
-        dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
+        dist_url = f"tcp://127.0.0.1:{compat.free_port()}"
     mp.spawn(
         _cpu_worker,
         nprocs=num_gpus_per_machine,
@@ -79,12 +78,11 @@ def _cpu_worker(
     except Exception:
         logging.getLogger(__name__).error(f"Process group URL: {dist_url}")
         raise
-    # v0.6 has no public way to set the local process group (main: create_local_process_group)
-    assert comm._LOCAL_PROCESS_GROUP is None
+    # every process creates every group (torch requires it), and keeps its machine's
     for i in range(world_size // procs_per_machine):
         ranks = list(range(i * procs_per_machine, (i + 1) * procs_per_machine))
         pg = dist.new_group(ranks)
         if i == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = pg
+            compat.set_local_process_group(pg)
     comm.synchronize()
     main_func(*args)

@@ -211,7 +211,7 @@ class Trainer(DefaultTrainer):
             res = per_dataset.get(name)
             if res is None:
                 continue
-            annotated = MetadataCatalog.get(name).get("anno_dir", "") is not None
+            annotated = MetadataCatalog.get(name).annotated  # set by every registration of ours
             if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES and annotated:
                 load = functools.partial(dataset_dicts, name, cfg)
                 evaluator = RetrievalEvaluator.from_config(

@@ -55,10 +55,15 @@ def demo_config(
     opts=(),
     seed: int = DEMO_SEED,
 ):
-    """The demo's config: the model zoo's Mini-CPU (R50-FPN 1x on a GPU), the demo's data."""
+    """
+    The demo's config: the model zoo's EfficientNet-Lite0-CPU (from ImageNet; R50-FPN 1x on a
+    GPU), the demo's data. ``config_file=configs/Mini-CPU.yaml``: the model trained from scratch.
+    """
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
-    default = "mask_rcnn_landmarks_R_50_FPN_1x" if torch.cuda.is_available() else "Mini-CPU"
+    default = (
+        "mask_rcnn_landmarks_R_50_FPN_1x" if torch.cuda.is_available() else "EfficientNet-Lite0-CPU"
+    )
     cfg.merge_from_file(config_file or get_config_file(default))
     cfg.DATASETS.TRAIN, cfg.DATASETS.TEST = (train_name,), (val_name,)
     cfg.OUTPUT_DIR = output_dir
