@@ -18,7 +18,10 @@ setup(
     package_dir={"deepfashion2": "projects/deepfashion2"},
     packages=["deepfashion2"]
     + ["deepfashion2." + p for p in find_packages("projects/deepfashion2")],
-    package_data={"deepfashion2.model_zoo": ["configs/*.yaml"]},
+    package_data={
+        "deepfashion2.model_zoo": ["configs/*.yaml"],
+        "deepfashion2.apps.serve": ["page.html"],
+    },
     python_requires=">=3.9",
     install_requires=[
         "detectron2",

@@ -70,3 +70,42 @@ def split_copy(synthetic_split, tmp_path):
 
 def pytest_sessionfinish(session, exitstatus):
     shutil.rmtree(_TMP, ignore_errors=True)
+
+
+CATALOGUE_SPLIT = "df2_test_catalogue"
+
+
+@pytest.fixture(scope="module")
+def catalogue_setup(synthetic_split, tmp_path_factory):
+    """A (random-weight, deterministic) model's checkpoint, the split, its shop images folder."""
+    import torch
+    from detectron2.config import get_cfg
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+    from detectron2.modeling import build_model
+
+    from deepfashion2 import add_deepfashion2_config
+    from deepfashion2.data import register_deepfashion2
+
+    tmp = tmp_path_factory.mktemp("catalogue")
+    register_deepfashion2(CATALOGUE_SPLIT, synthetic_split + "/annos", synthetic_split + "/image")
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(
+        os.path.join(ROOT, "configs", "quick_schedules", "Mini-CPU_instant_test.yaml")
+    )
+    cfg.DATASETS.TEST = (CATALOGUE_SPLIT,)
+    torch.manual_seed(0)
+    weights = str(tmp / "model.pth")
+    torch.save({"model": build_model(cfg).state_dict()}, weights)
+    cfg.MODEL.WEIGHTS = weights
+    shop = tmp / "shop"
+    shop.mkdir()
+    users = []
+    for d in DatasetCatalog.get(CATALOGUE_SPLIT):
+        if d["source"] == "shop":
+            shutil.copy(d["file_name"], shop)
+        else:
+            users.append(d["file_name"])
+    yield cfg, str(shop), sorted(users), tmp
+    DatasetCatalog.remove(CATALOGUE_SPLIT)
+    MetadataCatalog.remove(CATALOGUE_SPLIT)

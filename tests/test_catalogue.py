@@ -14,46 +14,19 @@ import sys
 import numpy as np
 import pytest
 import torch
-from detectron2.config import get_cfg
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from conftest import CATALOGUE_SPLIT as NAME
 from detectron2.evaluation import inference_on_dataset
-from detectron2.modeling import build_model
 from test_training import CONFIG
 
-from deepfashion2 import add_deepfashion2_config
 from deepfashion2.apps.catalogue import GarmentEmbedder, index_images, search_photos
-from deepfashion2.data import register_deepfashion2
 from deepfashion2.engine import Trainer
 from deepfashion2.evaluation import RetrievalEvaluator
 from deepfashion2.retrieval import Catalogue, CatalogueMismatchError
 
-NAME = "df2_test_catalogue"
-
 
 @pytest.fixture(scope="module")
-def setup(synthetic_split, tmp_path_factory):
-    """A (random-weight, deterministic) model's checkpoint, the split, its shop images folder."""
-    tmp = tmp_path_factory.mktemp("catalogue")
-    register_deepfashion2(NAME, synthetic_split + "/annos", synthetic_split + "/image")
-    cfg = get_cfg()
-    add_deepfashion2_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.DATASETS.TEST = (NAME,)
-    torch.manual_seed(0)
-    weights = str(tmp / "model.pth")
-    torch.save({"model": build_model(cfg).state_dict()}, weights)
-    cfg.MODEL.WEIGHTS = weights
-    shop = tmp / "shop"
-    shop.mkdir()
-    users = []
-    for d in DatasetCatalog.get(NAME):
-        if d["source"] == "shop":
-            shutil.copy(d["file_name"], shop)
-        else:
-            users.append(d["file_name"])
-    yield cfg, str(shop), sorted(users), tmp
-    DatasetCatalog.remove(NAME)
-    MetadataCatalog.remove(NAME)
+def setup(catalogue_setup):
+    return catalogue_setup
 
 
 @pytest.mark.slow
@@ -184,7 +157,9 @@ def test_search_tool_prints_json_and_draws(setup, capsys):
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     out = tmp / "search_out"
-    tool.main(["--catalogue", cat_dir, "--input", *users[:2], "--top-k", "3", "--output", str(out)])
+    args = ["--catalogue", cat_dir, "--input", *users[:2], "--top-k", "3", "--output", str(out)]
+    # the benchmark's garments (a random-weight model scores nothing above 0.5)
+    tool.main(args + ["--benchmark-policy", "--json"])
     printed = json.loads(capsys.readouterr().out)
     assert [r["photo"] for r in printed] == users[:2]
     for r in printed:
@@ -193,9 +168,15 @@ def test_search_tool_prints_json_and_draws(setup, capsys):
             sims = [m["similarity"] for m in g["matches"]]
             assert sims == sorted(sims, reverse=True)
             assert all(m["category"] == g["category"] for m in g["matches"])  # within category
+            assert all(m["category_name"] for m in g["matches"]) and g["category_name"]
     assert (out / "results.json").exists()
     drawn = [r for r in printed if r["garments"]]
     assert len([f for f in os.listdir(out) if f.endswith(".png")]) == len(drawn)
+    # the default: a short summary for people, the full JSON in the file
+    tool.main(args + ["--min-score", "0.0", "--max-garments", "2"])
+    text = capsys.readouterr().out
+    assert text.count(": ") >= 2 and "full results:" in text and "{" not in text
+    assert json.loads((out / "results.json").read_text())["results"][0]["photo"] == users[0]
 
 
 def test_entries_are_ordered_by_image_and_held_once(tmp_path):

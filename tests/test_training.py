@@ -186,3 +186,59 @@ def test_the_config_lenient_flag_reaches_the_data(tmp_path, split_copy):
     finally:
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
+
+
+ORPHANS = """
+import os, sys, time
+from deepfashion2.engine import launch
+
+def work(folder):
+    open(os.path.join(folder, str(os.getpid())), "w").close()
+    time.sleep(300)
+
+if __name__ == "__main__":
+    launch(work, 2, dist_url="auto", args=(sys.argv[1],))
+"""
+
+
+@pytest.mark.slow
+def test_cpu_processes_end_when_their_launcher_is_killed(tmp_path):
+    """Killing only the parent (SIGKILL, as a crashed terminal or an impatient user does) leaves
+    no training process behind."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "launcher.py"
+    script.write_text(ORPHANS)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    parent = subprocess.Popen([sys.executable, str(script), str(pids)])
+    try:
+        for _ in range(600):
+            if len(os.listdir(pids)) == 2:
+                break
+            time.sleep(0.1)
+        children = [int(p) for p in os.listdir(pids)]
+        assert len(children) == 2
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        for _ in range(100):
+            alive = [p for p in children if os.path.exists(f"/proc/{p}")
+                     and "zombie" not in open(f"/proc/{p}/status").read()]  # fmt: skip
+            if not alive:
+                break
+            time.sleep(0.1)
+        assert not alive
+    finally:
+        parent.kill()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_a_gpu_config_on_a_machine_without_cuda_says_so_in_one_line():
+    gpu = os.path.join(ROOT, "configs", "mask_rcnn_landmarks_R_50_FPN_1x.yaml")
+    args = default_argument_parser().parse_args(["--config-file", gpu])
+    with pytest.raises(SystemExit) as e:
+        train_net.setup(args)
+    assert "has no CUDA device: add MODEL.DEVICE cpu" in str(e.value.code)

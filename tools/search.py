@@ -1,11 +1,17 @@
 #!/usr/bin/env python
 """
-Search a catalogue (``tools/index_catalogue.py``) with photos: each garment detected in a photo
-gets its top-k catalogue items (image, box, category, similarity), printed as JSON, and a picture
-per photo (the garments and their matches) is drawn into ``--output``:
+Search a catalogue (``tools/index_catalogue.py``) with photos: each garment found in a photo gets
+its top-k catalogue items (item id, image, box, category, similarity). A short summary is
+printed; ``--output`` gets the full ``results.json`` and a picture per photo (the garments and
+their best matches); ``--json`` prints the full JSON instead of the summary:
 
     python tools/search.py --catalogue catalogue/ --input photo.jpg [more.jpg ...] \\
         [--top-k 20] [--output search_out/] [--all-categories] [MODEL.WEIGHTS ...]
+
+Garments: those the model gives a score of at least 0.5, at most 5 per photo (a person's view);
+``--benchmark-policy`` uses the retrieval benchmark's instead (``DEEPFASHION2.RETRIEVAL``: up to
+10 per photo from 0.05), ``--min-score`` / ``--max-garments`` set them. Categories are numbered
+1..13 as in the annotation files (Detectron2's dataset dicts count from 0), with their names.
 
 The model is the catalogue's own (its config.yaml and weights); overrides are checked: weights or
 an embedding size other than the catalogue's are refused. A catalogue folder is data: its config
@@ -22,6 +28,7 @@ import os
 import re
 
 from deepfashion2.apps.catalogue import UnreadableImageError, search_photos
+from deepfashion2.apps.catalogue.search import PEOPLE_POLICY
 from deepfashion2.retrieval import CatalogueError
 from deepfashion2.retrieval.catalogue import MAX_TOP_K
 
@@ -39,15 +46,36 @@ def top_k(text: str) -> int:
     return k
 
 
+def summary(results: list[dict], shown: int = 3) -> str:
+    """A few lines per photo: each garment, its category and its best matches."""
+    lines = []
+    for r in results:
+        lines.append(f"{r['photo']}: {len(r['garments'])} garments")
+        for g in r["garments"]:
+            best = ", ".join(f"{m['image']} ({m['similarity']:.2f})" for m in g["matches"][:shown])
+            lines.append(
+                f"  {g['category']:>2} {g['category_name']:<20} score {g['score']:.2f}  "
+                f"best: {best or 'none'}"
+            )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--catalogue", required=True)
     p.add_argument("--input", nargs="+", required=True, help="photos to search with")
     p.add_argument("--top-k", type=top_k, default=20)
     p.add_argument("--output", help="write results.json and one picture per photo here")
+    p.add_argument("--json", action="store_true", help="print the full JSON, not the summary")
     p.add_argument(
         "--all-categories", action="store_true", help="rank the whole catalogue, not only items "
         "of the garment's predicted category",
+    )  # fmt: skip
+    p.add_argument("--min-score", type=float, default=None, help="default 0.5")
+    p.add_argument("--max-garments", type=int, default=None, help="default 5")
+    p.add_argument(
+        "--benchmark-policy", action="store_true",
+        help="the retrieval benchmark's garments: DEEPFASHION2.RETRIEVAL.MIN_SCORE, MAX_PER_IMAGE",
     )  # fmt: skip
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
@@ -61,6 +89,11 @@ def main(argv=None) -> dict:
     for photo in args.input:
         if not os.path.isfile(photo):
             raise SystemExit(f"error: {photo}: no such file")
+    policy = {} if args.benchmark_policy else dict(PEOPLE_POLICY)
+    if args.min_score is not None:
+        policy["min_score"] = args.min_score
+    if args.max_garments is not None:
+        policy["max_garments"] = args.max_garments
     try:
         result = search_photos(
             args.catalogue,
@@ -69,10 +102,16 @@ def main(argv=None) -> dict:
             output=args.output,
             opts=args.opts,
             same_category=False if args.all_categories else None,
+            **policy,
         )
     except (CatalogueError, UnreadableImageError, OSError, ValueError) as e:
         raise SystemExit(f"error: {e}") from None
-    print(json.dumps(result["results"], indent=1, allow_nan=False))
+    if args.json:
+        print(json.dumps(result["results"], indent=1, allow_nan=False))
+    else:
+        print(summary(result["results"]))
+        if args.output:
+            print(f"full results: {os.path.join(args.output, 'results.json')}")
     return result
 
 

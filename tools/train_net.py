@@ -14,6 +14,7 @@ augmentation (``TEST.AUG.MIN_SIZES``, ``MAX_SIZE``, ``FLIP``; landmarks flipped 
 the results gain ``bbox_TTA``, ... and the tables go to ``<OUTPUT_DIR>/inference_TTA``.
 """
 
+import torch
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, hooks
 from detectron2.evaluation import verify_results
@@ -29,6 +30,12 @@ def setup(args):
     add_deepfashion2_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit(
+            f"error: {args.config_file} runs on CUDA (MODEL.DEVICE {cfg.MODEL.DEVICE}) and this "
+            "machine has no CUDA device: add MODEL.DEVICE cpu to run it on the CPU (slowly), or "
+            "use configs/EfficientNet-Lite0-CPU.yaml"
+        )
     cfg.freeze()
     default_setup(cfg, args)
     # the project's own logger (tables, pair sampling), like PointRend's train_net does

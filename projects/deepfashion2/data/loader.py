@@ -22,13 +22,11 @@ The cache is an optimisation that never changes a result and never stops a load:
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 
@@ -36,6 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..utils.files import remove_dead_temporaries, temporary_folder
+from ..utils.process import die_with_parent
 from .parse import DeepFashion2FormatError, ParsedImage, image_id_from_name, parse_annotation
 from .store import SplitStore
 
@@ -94,16 +93,6 @@ def _list_annotations(anno_dir: str) -> tuple[list[str], str]:
     return _fingerprint(anno_dir, suffix=".json")
 
 
-def _die_with_parent(parent: int) -> None:
-    """Worker initializer: a parse worker exits when the loading process dies, even by SIGKILL."""
-    try:  # Linux: the kernel sends SIGKILL to this process when its parent exits
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the parent died before the line above took effect
-        os._exit(1)
-
-
 def _parse_chunk(anno_dir: str, image_dir: str, names: list[str], lenient: bool, ext: str):
     """Worker: parse a chunk of files into a SplitStore; returns (store, skip counts)."""
     stems, images, skips = [], [], {}
@@ -156,7 +145,7 @@ def parse_split(
                 bar.update(len(c))
         else:
             with ProcessPoolExecutor(
-                num_workers, initializer=_die_with_parent, initargs=(os.getpid(),)
+                num_workers, initializer=die_with_parent, initargs=(os.getpid(),)
             ) as pool:
                 futures = [
                     pool.submit(_parse_chunk, anno_dir, image_dir, c, lenient, image_ext)

@@ -21,6 +21,7 @@ from detectron2.engine import launch as d2_launch
 from detectron2.utils import comm
 
 from .. import compat
+from ..utils.process import die_with_parent
 
 DEFAULT_TIMEOUT = timedelta(minutes=30)
 
@@ -41,7 +42,7 @@ def launch(
             main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout
         )
     threads = max(1, (os.cpu_count() or 1) // num_gpus_per_machine)
-    main_func = functools.partial(_with_threads, threads, main_func)
+    main_func = functools.partial(_with_threads, threads, os.getpid(), main_func)
     if compat.launch_supports_cpu():
         return d2_launch(
             main_func, num_gpus_per_machine, num_machines, machine_rank, dist_url, args, timeout
@@ -57,7 +58,10 @@ def launch(
     )
 
 
-def _with_threads(threads: int, main_func, *args):
+def _with_threads(threads: int, parent: int, main_func, *args):
+    """In each CPU process: its share of the cores, and an end with the launching process (a
+    killed ``make demo`` leaves no training process behind)."""
+    die_with_parent(parent)
     torch.set_num_threads(threads)
     return main_func(*args)
 

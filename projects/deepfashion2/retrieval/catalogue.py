@@ -119,7 +119,7 @@ class Catalogue:
             raise CatalogueError(f"{meta}: embed_dim or policy missing or invalid")
         self._shard_cache: dict[str, _Shard] = {}
         self._entries: CatalogueEntries | None = None
-        self._index: GroupedIndex | None = None
+        self._indexes: dict[bool, GroupedIndex] = {}  # by same_category
 
     @classmethod
     def create(
@@ -237,7 +237,7 @@ class Catalogue:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        self._entries = self._index = None
+        self._entries, self._indexes = None, {}
 
     def remove_unfinished(self) -> None:
         """Temporary shard folders of runs that were killed while writing."""
@@ -278,8 +278,8 @@ class Catalogue:
         The search index: exact or FAISS by size, built once per content of the shards and saved
         beside them (kept in memory where the catalogue cannot be written).
         """
-        if self._index is not None and self._index.same_category == same_category:
-            return self._index
+        if same_category in self._indexes:
+            return self._indexes[same_category]
         e = self.entries()
         policy = self.meta.get("policy", {})
         kind, exact_max = policy.get("index", "auto"), policy.get("exact_max", 200_000)
@@ -288,14 +288,15 @@ class Catalogue:
         key = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]
         root = os.path.join(self.folder, "index")
         folder = os.path.join(root, f"{prefix}-{key}")
-        self._index = _load_index(folder, e, same_category)
-        if self._index is None:
-            self._index = GroupedIndex(
+        index = _load_index(folder, e, same_category)
+        if index is None:
+            index = GroupedIndex(
                 e.embeddings, e.categories, same_category=same_category, kind=kind,
                 exact_max=exact_max,
             )  # fmt: skip
-            _save_index(self._index, root, folder, prefix)
-        return self._index
+            _save_index(index, root, folder, prefix)
+        self._indexes[same_category] = index
+        return index
 
     def search_rows(
         self, embeddings: np.ndarray, categories: np.ndarray, k: int = 20, same_category=True

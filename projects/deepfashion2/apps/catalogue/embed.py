@@ -100,12 +100,16 @@ class GarmentEmbedder:
         self.gallery_per_image = min(r.GALLERY_PER_IMAGE, r.MAX_PER_IMAGE)
         self.max_per_image = r.MAX_PER_IMAGE
 
-    def __call__(self, paths: list[str], limit: int) -> list[tuple | UnreadableImageError]:
+    def __call__(
+        self, paths: list[str], limit: int, min_score: float | None = None
+    ) -> list[tuple | UnreadableImageError]:
         """
-        For each image, its ``limit`` best garments: (boxes, categories 1..13, scores, emb), or
-        the :class:`UnreadableImageError` that says why it could not be read (the others are
-        still processed).
+        For each image, its ``limit`` best garments with score >= ``min_score`` (default: the
+        config's ``MIN_SCORE``): (boxes, categories 1..13, scores, emb), or the
+        :class:`UnreadableImageError` that says why it could not be read (the others are still
+        processed).
         """
+        min_score = self.min_score if min_score is None else min_score
         inputs: dict[int, dict] = {}
         out: list = [None] * len(paths)
         for i, p in enumerate(paths):
@@ -127,7 +131,7 @@ class GarmentEmbedder:
                     batch = members[s : s + self.batch_size]
                     for i, o in zip(batch, self.model([inputs[i] for i in batch])):
                         inst = o["instances"].to(torch.device("cpu"))
-                        out[i] = best_detections(inst, self.min_score, limit)
+                        out[i] = best_detections(inst, min_score, limit)
         return out
 
     @functools.cached_property
@@ -139,9 +143,11 @@ class GarmentEmbedder:
         """What a shop image contributes to a catalogue (the evaluator's gallery policy)."""
         return self(paths, self.gallery_per_image)
 
-    def queries(self, paths: list[str]) -> list[tuple]:
-        """What a consumer photo contributes as queries."""
-        return self(paths, self.max_per_image)
+    def queries(
+        self, paths: list[str], max_garments: int | None = None, min_score: float | None = None
+    ) -> list[tuple]:
+        """What a consumer photo contributes as queries (default: the benchmark's policy)."""
+        return self(paths, max_garments or self.max_per_image, min_score)
 
 
 def list_images(folder: str, extensions=(".jpg", ".jpeg", ".png")) -> list[str]:

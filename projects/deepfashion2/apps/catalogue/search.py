@@ -12,6 +12,7 @@ from PIL import Image
 
 from ... import add_deepfashion2_config
 from ...engine.checkpoint import refuse_unsafe_weights
+from ...landmarks import CATEGORY_BY_ID
 from ...retrieval import Catalogue
 from ...retrieval.catalogue import MAX_TOP_K, CatalogueError
 from ...utils.visualizer import retrieval_strip, stack_rows
@@ -59,6 +60,90 @@ def catalogue_config(cat: Catalogue, opts=()):
     return cfg
 
 
+# What a person searching a photo is shown (tools/search.py, tools/serve.py): the garments the
+# model is fairly sure of. The benchmark's policy (DEEPFASHION2.RETRIEVAL: up to 10 garments per
+# photo from score 0.05) is what the evaluator scores, and noisy on a page.
+PEOPLE_POLICY = {"min_score": 0.5, "max_garments": 5}
+
+
+def check_policy(top_k: int, min_score: float | None, max_garments: int | None) -> None:
+    if not (isinstance(top_k, int) and 1 <= top_k <= MAX_TOP_K):
+        raise ValueError(f"top-k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
+    if min_score is not None and not 0 <= min_score <= 1:
+        raise ValueError(f"min-score must be within 0..1, got {min_score!r}")
+    if max_garments is not None and not (
+        isinstance(max_garments, int) and 1 <= max_garments <= 100
+    ):
+        raise ValueError(f"max-garments must be an integer from 1 to 100, got {max_garments!r}")
+
+
+def search(
+    cat: Catalogue,
+    embedder: GarmentEmbedder,
+    photos: list[str],
+    *,
+    top_k: int = 20,
+    same_category: bool | None = None,
+    min_score: float | None = None,
+    max_garments: int | None = None,
+    seconds: dict | None = None,
+) -> list[list[dict]]:
+    """
+    For each photo, its garments (the ``max_garments`` best detections with score >=
+    ``min_score``; default: the config's benchmark policy) as ``{"box", "category",
+    "category_name", "score", "matches"}``, each with its ``top_k`` catalogue items, within its
+    predicted category unless ``same_category=False`` (default: the catalogue's policy). Raises
+    :class:`UnreadableImageError` for a photo that cannot be read. The one search routine of the
+    command line and the service: the same photo gets the same answer from both.
+    """
+    check_policy(top_k, min_score, max_garments)
+    if same_category is None:
+        same_category = cat.meta.get("policy", {}).get("same_category", True)
+    t0 = time.perf_counter()
+    found = embedder.queries(photos, max_garments, min_score)
+    for f in found:
+        if isinstance(f, UnreadableImageError):
+            raise f
+    t1 = time.perf_counter()
+    cat.index(same_category)  # built (or loaded) once, not per photo
+    t2 = time.perf_counter()
+    out = []
+    for boxes, cats, scores, emb in found:
+        matches = cat.search(emb, cats, top_k, same_category)
+        out.append(
+            [
+                {"box": b, "category": int(c), "category_name": category_name(int(c)),
+                 "score": float(s), "matches": [dict(x, category_name=category_name(x["category"]))
+                                                for x in m]}
+                for b, c, s, m in zip(boxes.tolist(), cats.tolist(), scores.tolist(), matches)
+            ]
+        )  # fmt: skip
+    if seconds is not None:  # where the time went (bench/catalogue.py)
+        seconds.update(
+            detection_and_embedding=t1 - t0, index=t2 - t1, lookup=time.perf_counter() - t2
+        )
+    return out
+
+
+def category_name(category: int) -> str:
+    """The name of a 1-based category (the files' and the search output's numbering)."""
+    return CATEGORY_BY_ID[category].name
+
+
+def open_catalogue(
+    catalogue_dir: str, opts=(), embedder: GarmentEmbedder | None = None
+) -> tuple[Catalogue, GarmentEmbedder]:
+    """The catalogue and its own model (other weights are refused)."""
+    cat = Catalogue(catalogue_dir)
+    if embedder is None:
+        cfg = catalogue_config(cat, opts)
+        cat.check_model(model_identity(cfg))
+        embedder = GarmentEmbedder(cfg)
+    else:
+        cat.check_model(embedder.identity)
+    return cat, embedder
+
+
 def search_photos(
     catalogue_dir: str,
     photos: list[str],
@@ -68,50 +153,22 @@ def search_photos(
     opts=(),
     same_category: bool | None = None,
     embedder: GarmentEmbedder | None = None,
+    min_score: float | None = None,
+    max_garments: int | None = None,
 ) -> dict:
     """
-    For each photo, its garments (the ``MAX_PER_IMAGE`` best detections, score >= ``MIN_SCORE``)
-    and each garment's ``top_k`` catalogue items, within its predicted category unless
-    ``same_category=False`` (default: the catalogue's policy). With ``output``, writes
-    ``results.json`` and a picture per photo. Refuses a model other than the catalogue's.
+    :func:`search` over a catalogue folder, with the catalogue's own model. With ``output``,
+    writes ``results.json`` and a picture per photo.
     """
-    if not (isinstance(top_k, int) and 1 <= top_k <= MAX_TOP_K):
-        raise ValueError(f"top-k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
-    cat = Catalogue(catalogue_dir)
-    if embedder is None:
-        cfg = catalogue_config(cat, opts)
-        cat.check_model(model_identity(cfg))
-        embedder = GarmentEmbedder(cfg)
-    else:
-        cat.check_model(embedder.identity)
-    if same_category is None:
-        same_category = cat.meta.get("policy", {}).get("same_category", True)
-    t0 = time.perf_counter()
-    found = embedder.queries(photos)
-    for f in found:
-        if isinstance(f, UnreadableImageError):
-            raise f
-    t1 = time.perf_counter()
-    cat.index(same_category)  # built (or loaded) once, not per photo
-    t2 = time.perf_counter()
-    out = []
-    for photo, (boxes, cats, scores, emb) in zip(photos, found):
-        matches = cat.search(emb, cats, top_k, same_category)
-        out.append(
-            {
-                "photo": photo,
-                "garments": [
-                    {"box": b, "category": int(c), "score": float(s), "matches": m}
-                    for b, c, s, m in zip(boxes.tolist(), cats.tolist(), scores.tolist(), matches)
-                ],
-            }
-        )
-    t3 = time.perf_counter()
-    result = {
-        "catalogue": catalogue_dir,
-        "results": out,
-        "seconds": {"detection_and_embedding": t1 - t0, "index": t2 - t1, "lookup": t3 - t2},
-    }
+    check_policy(top_k, min_score, max_garments)
+    cat, embedder = open_catalogue(catalogue_dir, opts, embedder)
+    seconds: dict = {}
+    found = search(
+        cat, embedder, photos, top_k=top_k, same_category=same_category, min_score=min_score,
+        max_garments=max_garments, seconds=seconds,
+    )  # fmt: skip
+    out = [{"photo": p, "garments": g} for p, g in zip(photos, found)]
+    result = {"catalogue": catalogue_dir, "results": out, "seconds": seconds}
     if output:
         os.makedirs(output, exist_ok=True)
         with open(os.path.join(output, "results.json"), "w") as f:

@@ -1,0 +1,179 @@
+"""
+"Shop the look" as a service: an HTTP API and a page over a catalogue (FastAPI on uvicorn).
+
+- ``POST /search``: one photo (multipart field ``image``) -> its garments and each one's closest
+  catalogue items, the JSON of ``tools/search.py`` (:func:`..catalogue.search.search`: the same
+  routine, so the same photo gets the same answer);
+- ``GET /items/{id}/image`` and ``/items/{id}/crop``: a catalogue item's shop image, or its
+  garment cropped (a thumbnail), by item id only: a path never comes from the request;
+- ``GET /healthz``; ``GET /docs``: the OpenAPI page; ``GET /``: a page to drop a photo on.
+
+Inference runs off the event loop, one request at a time on the one model instance (a lock):
+on a CPU, one inference already uses every core, so two at once only take twice as long each
+and hold twice the memory; on a GPU, one model on one stream serialises them anyway. Requests
+queue for the model; everything else (the page, images, health) is served meanwhile. Bad input
+gets a 4xx with ``{"error": "<one line>"}`` and the service goes on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import threading
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ..catalogue.embed import MAX_PIXELS, UnreadableImageError, check_image
+from ..catalogue.search import PEOPLE_POLICY, open_catalogue, search
+
+MAX_UPLOAD_BYTES = 20 << 20  # 20 MiB: a large phone photo is ~8 MiB
+THUMBNAIL = 256  # the crop's longer side, pixels
+PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
+
+
+class SearchService:
+    """The catalogue and its model, loaded once; :meth:`search` serialised on the model."""
+
+    def __init__(self, catalogue_dir: str, opts=()):
+        self.catalogue, self.embedder = open_catalogue(catalogue_dir, opts)
+        self.entries = self.catalogue.entries()
+        self.catalogue.index(True)  # built (or loaded) before the first request
+        self._lock = threading.Lock()
+        root = self.catalogue.images_root
+        self.images_root = os.path.realpath(root) if root else ""
+
+    def search(self, photo: str, **policy) -> list[dict]:
+        with self._lock:
+            return search(self.catalogue, self.embedder, [photo], **policy)[0]
+
+    def item_path(self, item: int) -> str | None:
+        """The shop image of catalogue row ``item``, only if it lies inside the image folder."""
+        if not 0 <= item < len(self.entries):
+            return None
+        rel = self.entries.images[self.entries.image[item]]
+        path = os.path.realpath(os.path.join(self.images_root, rel))
+        if not path.startswith(self.images_root + os.sep) or not os.path.isfile(path):
+            return None
+        return path
+
+
+def create_app(catalogue_dir: str, opts=(), max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The app over ``catalogue_dir`` (its own model; ``opts``: config overrides)."""
+    service = SearchService(catalogue_dir, opts)
+    app = FastAPI(
+        title="deepfashion2 shop the look",
+        description="Find the garments of a photo in a shop catalogue (DeepFashion2 model).",
+    )
+    app.state.service = service
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse({"error": message.splitlines()[0][:500]}, status_code=status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, exc):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, exc):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()))
+        return error(422, f"{where}: {first.get('msg', 'invalid request')}")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page():
+        with open(PAGE) as f:
+            return f.read()
+
+    @app.get("/healthz")
+    async def healthz():
+        return {"status": "ok", "items": len(service.entries),
+                "images": len(service.entries.images),
+                "weights_sha256": service.catalogue.meta.get("weights_sha256")}  # fmt: skip
+
+    @app.post("/search")
+    async def search_photo(
+        request: Request,
+        top_k: int = Query(10, ge=1, le=1000),
+        all_categories: bool = False,
+        min_score: float = Query(PEOPLE_POLICY["min_score"], ge=0, le=1),
+        max_garments: int = Query(PEOPLE_POLICY["max_garments"], ge=1, le=100),
+    ):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_upload_bytes + 4096:
+            raise HTTPException(413, f"upload over {max_upload_bytes} bytes")
+        form = await request.form(max_files=1, max_fields=10)
+        upload = form.get("image")
+        if upload is None or isinstance(upload, str):
+            raise HTTPException(400, "expected one photo in the multipart field 'image'")
+        data = await upload.read(max_upload_bytes + 1)
+        if len(data) > max_upload_bytes:
+            raise HTTPException(413, f"upload over {max_upload_bytes} bytes")
+        if not data:
+            raise HTTPException(400, "empty upload (0 bytes)")
+        policy = {"top_k": top_k, "same_category": False if all_categories else None,
+                  "min_score": min_score, "max_garments": max_garments}  # fmt: skip
+        try:
+            garments, size = await run_in_threadpool(_search_bytes, service, data, policy)
+        except UnreadableImageError as e:
+            raise HTTPException(400, str(e).split(": ", 1)[-1]) from None
+        return {"image": {"width": size[0], "height": size[1]}, "garments": garments}
+
+    @app.get("/items/{item}/image")
+    async def item_image(item: int):
+        path = service.item_path(item)
+        if path is None:
+            raise HTTPException(404, f"no catalogue item {item}")
+        return FileResponse(path)
+
+    @app.get("/items/{item}/crop")
+    async def item_crop(item: int):
+        path = service.item_path(item)
+        if path is None:
+            raise HTTPException(404, f"no catalogue item {item}")
+        box = [float(v) for v in service.entries.boxes[item]]
+        data = await run_in_threadpool(_crop, path, box)
+        return Response(data, media_type="image/jpeg")
+
+    return app
+
+
+ENV_CATALOGUE = "DF2_SERVE_CATALOGUE"
+ENV_OPTS = "DF2_SERVE_OPTS"
+
+
+def app_from_environment():
+    """The app of ``$DF2_SERVE_CATALOGUE`` (and ``$DF2_SERVE_OPTS``, JSON): what each of
+    uvicorn's ``--workers`` processes builds (``tools/serve.py --workers N``)."""
+    import json
+
+    return create_app(os.environ[ENV_CATALOGUE], json.loads(os.environ.get(ENV_OPTS, "[]")))
+
+
+def _search_bytes(service: SearchService, data: bytes, policy: dict):
+    """Check the upload as an image (header size first: no decompression bomb is decoded), then
+    search it from a private temporary file."""
+    with tempfile.TemporaryDirectory(prefix="df2-serve-") as folder:
+        path = os.path.join(folder, "upload")
+        with open(path, "wb") as f:
+            f.write(data)
+        check_image(path)  # type, emptiness, pixels by the header (MAX_PIXELS)
+        with Image.open(path) as im:
+            size = im.size
+        return service.search(path, **policy), size
+
+
+def _crop(path: str, box: list[float]) -> bytes:
+    with Image.open(path) as im:
+        if im.width * im.height > MAX_PIXELS:
+            raise ValueError(f"{path}: too large")
+        crop = im.convert("RGB").crop(tuple(int(round(v)) for v in box))
+    crop.thumbnail((THUMBNAIL, THUMBNAIL))
+    buf = io.BytesIO()
+    crop.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()

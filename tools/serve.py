@@ -1,0 +1,57 @@
+#!/usr/bin/env python
+"""
+Serve a catalogue (``tools/index_catalogue.py``) as an HTTP search service with a page:
+
+    python tools/serve.py --catalogue catalogue/ [--host 127.0.0.1] [--port 8000] \\
+        [--workers 1] [KEY VALUE ...]
+
+Then open http://127.0.0.1:8000/ (drop a photo), or ``POST /search`` a photo in the multipart
+field ``image`` (``?top_k=10&min_score=0.5&max_garments=5&all_categories=false``); the API is at
+``/docs``. The catalogue's own model is loaded once (other weights are refused at start-up, as
+``tools/search.py`` refuses them); a GPU is used when present. ``--workers N`` starts N
+processes that serve the same (read-only) catalogue, each with its own model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--catalogue", required=True)
+    p.add_argument("--host", default="127.0.0.1", help="default: this machine only")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--workers", type=int, default=1, help="server processes")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+    import uvicorn
+
+    from deepfashion2.apps.serve.app import ENV_CATALOGUE, ENV_OPTS, create_app
+    from deepfashion2.retrieval import CatalogueError
+
+    opts = list(args.opts)
+    if "MODEL.DEVICE" not in opts[::2]:
+        opts += ["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu"]
+    if args.workers > 1:  # each worker process builds the app from the environment
+        os.environ[ENV_CATALOGUE], os.environ[ENV_OPTS] = args.catalogue, json.dumps(opts)
+        uvicorn.run(
+            "deepfashion2.apps.serve.app:app_from_environment", factory=True, host=args.host,
+            port=args.port, workers=args.workers,
+        )  # fmt: skip
+        return
+    try:
+        app = create_app(args.catalogue, opts)
+    except (CatalogueError, FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"error: {e}") from None
+    print(f"Serving {args.catalogue} on http://{args.host}:{args.port}/", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
