@@ -31,11 +31,13 @@ def test_the_packaged_file_is_the_pinned_one_and_maps_completely():
     source = torch.load(path, weights_only=True)
     assert len(source) == 296 and next(iter(source)) == "_conv_stem.weight"
     full = timm.create_model("efficientnet_lite0", pretrained=False)
-    mapped = imagenet.imagenet_state_dict(PACKAGE, "efficientnet_lite0")
+    mapped = imagenet.map_by_position(source, full.state_dict(), path)
     own = [k for k in full.state_dict() if not k.endswith("num_batches_tracked")]
     assert sorted(mapped) == sorted(own)  # every tensor set, none left over
     used = {id(v) for v in mapped.values()}
-    assert all(id(v) in used for k, v in source.items() if "num_batches" not in k)
+    assert all(id(v) in used for k, v in source.items() if "num_batches" not in k)  # all used
+    loaded = imagenet.imagenet_state_dict(PACKAGE, "efficientnet_lite0")
+    assert all(torch.equal(loaded[k], v) for k, v in mapped.items())
     for k, v in mapped.items():
         assert v.shape == full.state_dict()[k].shape, k
     # the feature pyramid takes every tensor it has; only the classifier's are left unused
@@ -113,9 +115,10 @@ def test_backbone_shapes_frozen_norms_and_freezing():
         "res5": (1, 320, 2, 3),
     }  # fmt: skip
     frozen_bn = [m for m in b.modules() if isinstance(m, FrozenBatchNormAct2d)]
-    assert len(frozen_bn) == 49 and not any(
-        isinstance(m, torch.nn.BatchNorm2d) for m in b.modules()
-    )
+    plain = TimmBackbone("efficientnet_lite0", (1, 2, 3, 4), norm="BN")
+    num_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in plain.modules())
+    assert len(frozen_bn) == num_bn == 48  # every one, and none left trainable
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in b.modules())
     assert all(not isinstance(m.act, torch.nn.Identity) for m in frozen_bn[:2])  # ReLU6 kept
     trainable = {n.split(".")[1] + "." + n.split(".")[2] for n, p in b.named_parameters()
                  if p.requires_grad and n.startswith("body.blocks")}  # fmt: skip
@@ -124,9 +127,7 @@ def test_backbone_shapes_frozen_norms_and_freezing():
     assert {n.split(".")[1] for n in frozen} == {"conv_stem", "blocks"}
     assert {n.split(".")[2] for n in frozen if n.startswith("body.blocks")} == {"0", "1"}
     assert min(trainable) == "blocks.2"
-    assert all(
-        p.requires_grad for p in TimmBackbone("efficientnet_lite0", (1, 2, 3, 4)).parameters()
-    )
+    assert all(p.requires_grad for p in plain.parameters())
 
 
 INSTANT = os.path.join(
