@@ -36,5 +36,7 @@ test: lint
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
+# DATASET=<folder>: a real DeepFashion2 folder; LENIENT=1: skip its malformed items (counted)
 demo: $(STAMP)
-	$(PY) tools/run_demo.py $(if $(DATASET),--dataset $(DATASET),)
+	$(PY) tools/run_demo.py $(if $(DATASET),--dataset $(DATASET),) \
+		$(if $(LENIENT),DEEPFASHION2.LENIENT True,)

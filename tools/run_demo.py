@@ -11,8 +11,23 @@ a GPU.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+import warnings
 
-from deepfashion2.apps.demo import DEMO_SEED, run_demo
+# torch and Detectron2 warn about their own internals (torch.jit, TypedStorage, meshgrid, ...):
+# nothing a user of the demo can act on. Hidden here and in the training processes (which inherit
+# the environment), unless PYTHONWARNINGS says otherwise.
+if not os.environ.get("PYTHONWARNINGS"):
+    os.environ["PYTHONWARNINGS"] = (
+        "ignore::FutureWarning,ignore::UserWarning,ignore::DeprecationWarning"
+    )
+    for category in (FutureWarning, UserWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    print("(warnings from torch's and Detectron2's internals are hidden; PYTHONWARNINGS=default "
+          "shows them)", file=sys.stderr)  # fmt: skip
+
+from deepfashion2.apps.demo import DEMO_SEED, run_demo  # noqa: E402
 
 
 def main() -> None:

@@ -4,7 +4,11 @@ Draw the ground truth of a registered DeepFashion2 split (boxes, masks, landmark
 category's skeleton), to check a conversion or a new folder by eye:
 
     python tools/visualize_data.py --dataset deepfashion2_mini_validation --output out/ --num 20
-    python tools/visualize_data.py --anno-dir val/annos --image-dir val/image --output out/
+    python tools/visualize_data.py --anno-dir val/annos --image-dir val/image --output out/ \
+        [--lenient]
+
+``--lenient`` skips malformed items (and says how many, per reason) instead of stopping at the
+first with an error naming the file, the item and the field.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import argparse
 import os
 
 import numpy as np
+from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from PIL import Image
 from tqdm import tqdm
 
-import deepfashion2  # noqa: F401  (registers the builtin splits)
-from deepfashion2.data import register_deepfashion2
+from deepfashion2 import add_deepfashion2_config  # (and registers the builtin splits)
+from deepfashion2.data import DeepFashion2FormatError, dataset_dicts, register_deepfashion2
 from deepfashion2.utils.visualizer import DeepFashion2Visualizer
 
 
@@ -30,6 +35,7 @@ def main(argv=None) -> None:
     p.add_argument("--output", required=True)
     p.add_argument("--num", type=int, default=20, help="images to draw (0 = all)")
     p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--lenient", action="store_true", help="skip malformed items, count them")
     args = p.parse_args(argv)
     name = args.dataset
     if name is None:
@@ -38,7 +44,14 @@ def main(argv=None) -> None:
         name = "deepfashion2_visualize"
         if name not in DatasetCatalog.list():
             register_deepfashion2(name, args.anno_dir, args.image_dir)
-    dicts = DatasetCatalog.get(name)
+    # the split with this command's options (dataset_dicts: LENIENT, the cache switch)
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.DEEPFASHION2.LENIENT = args.lenient
+    try:
+        dicts = dataset_dicts(name, cfg)
+    except DeepFashion2FormatError as e:
+        raise SystemExit(f"error: {e} (--lenient skips such items)") from None
     meta = MetadataCatalog.get(name)
     os.makedirs(args.output, exist_ok=True)
     for d in tqdm(dicts[: args.num or None], desc="Drawing", unit="image"):

@@ -1,5 +1,27 @@
 from detectron2.config import CfgNode as CN
 
+# DEEPFASHION2.RETRIEVAL, in one place: the config's defaults and RetrievalEvaluator's arguments
+RETRIEVAL_DEFAULTS = {
+    # Detections per consumer image used as queries and per shop image kept in the gallery (best
+    # scores first), and the score floor.
+    "MAX_PER_IMAGE": 10,
+    "GALLERY_PER_IMAGE": 3,
+    "MIN_SCORE": 0.05,
+    # Rank only gallery items predicted as the query's category.
+    "SAME_CATEGORY": True,
+    # "exact", "faiss" or "auto" (FAISS above EXACT_MAX_GALLERY gallery items).
+    "INDEX": "auto",
+    "EXACT_MAX_GALLERY": 200_000,
+    # The same for a catalogue (tools/index_catalogue.py), per category. It is searched one photo
+    # at a time: exact search costs under 1 ms per garment up to ~10,000 items, then grows
+    # linearly (10.7 ms at 100,000), while FAISS IVF stays under 1.5 ms up to 300,000 at recall@20
+    # 1.00 (bench/results/catalogue.json). The evaluator ranks all queries in one matrix product,
+    # where exact search stays cheap far longer.
+    "CATALOGUE_EXACT_MAX": 10_000,
+    # Also score the ground-truth-box variant (embedding only, no detector) at evaluation.
+    "GT_BOXES": True,
+}
+
 
 def add_deepfashion2_config(cfg: CN) -> None:
     """
@@ -21,26 +43,8 @@ def add_deepfashion2_config(cfg: CN) -> None:
     # Batches of consumer + shop photos of the same garment when the matching head trains.
     cfg.DEEPFASHION2.PAIR_SAMPLER = True
 
-    # Consumer-to-shop retrieval (MatchROIHeads + RetrievalEvaluator).
-    cfg.DEEPFASHION2.RETRIEVAL = CN()
-    # Detections per consumer image used as queries and per shop image kept in the gallery (best
-    # scores first), and the score floor.
-    cfg.DEEPFASHION2.RETRIEVAL.MAX_PER_IMAGE = 10
-    cfg.DEEPFASHION2.RETRIEVAL.GALLERY_PER_IMAGE = 3
-    cfg.DEEPFASHION2.RETRIEVAL.MIN_SCORE = 0.05
-    # Rank only gallery items predicted as the query's category.
-    cfg.DEEPFASHION2.RETRIEVAL.SAME_CATEGORY = True
-    # "exact", "faiss" or "auto" (FAISS above EXACT_MAX_GALLERY gallery items).
-    cfg.DEEPFASHION2.RETRIEVAL.INDEX = "auto"
-    cfg.DEEPFASHION2.RETRIEVAL.EXACT_MAX_GALLERY = 200_000
-    # The same for a catalogue (tools/index_catalogue.py), per category. It is searched one photo
-    # at a time: exact search costs under 1 ms per garment up to ~10,000 items, then grows
-    # linearly (12 ms at 100,000), while FAISS IVF stays under 1.5 ms up to 300,000 at recall@20
-    # 1.00 (bench/results/catalogue.json). The evaluator ranks all queries in one matrix product,
-    # where exact search stays cheap far longer.
-    cfg.DEEPFASHION2.RETRIEVAL.CATALOGUE_EXACT_MAX = 10_000
-    # Also score the ground-truth-box variant (embedding only, no detector) at evaluation.
-    cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES = True
+    # Consumer-to-shop retrieval (MatchROIHeads + RetrievalEvaluator): RETRIEVAL_DEFAULTS.
+    cfg.DEEPFASHION2.RETRIEVAL = CN(dict(RETRIEVAL_DEFAULTS))
 
     # A timm backbone under the FPN (MODEL.BACKBONE.NAME: build_timm_fpn_backbone;
     # deepfashion2.modeling.timm_backbone): the timm model, its feature levels fed to the FPN

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import logging
 import os
 import shutil
 from collections import deque
@@ -24,6 +25,8 @@ from PIL import Image, ImageDraw
 
 from ..landmarks import CATEGORIES, NECKLINE_CATEGORIES, OUTWEAR_CATEGORIES, Category
 from ..utils.files import remove_dead_temporaries, temporary_folder
+
+logger = logging.getLogger(__name__)
 
 # Left half of each silhouette in a unit box, from the top of the centre line down to the bottom
 # of the centre line (x = 0.5 is the axis of symmetry).
@@ -445,6 +448,10 @@ def ensure_mini_split(split: str, root: str | None = None, seed: int = 2019) -> 
             num, offset = MINI_SPLITS[split]
             remove_dead_temporaries(root)  # of generators killed midway
             tmp = temporary_folder(root)
+            logger.warning(
+                f"Generating the embedded synthetic set's {split} split ({num} images, seed "
+                f"{seed}) in {out}: first use only, about {num // 40 + 1} s."
+            )
             generate_split(tmp, num, seed + offset, first_id=1 + 100000 * offset)
             with open(os.path.join(tmp, ".complete"), "w") as f:
                 f.write(stamp)

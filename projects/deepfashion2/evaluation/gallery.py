@@ -11,6 +11,10 @@ import os
 import numpy as np
 import torch
 
+from ..config import RETRIEVAL_DEFAULTS
+
+EXACT_MAX = RETRIEVAL_DEFAULTS["EXACT_MAX_GALLERY"]  # exact search up to this many items
+
 
 class GalleryIndex:
     """
@@ -26,7 +30,7 @@ class GalleryIndex:
         embeddings: np.ndarray,
         kind: str = "auto",
         *,
-        exact_max: int = 200_000,
+        exact_max: int = EXACT_MAX,
         nlist: int | None = None,
         nprobe: int | None = None,
         seed: int = 0,
@@ -122,7 +126,7 @@ class GroupedIndex:
         *,
         same_category: bool = True,
         kind: str = "auto",
-        exact_max: int = 200_000,
+        exact_max: int = EXACT_MAX,
         **ivf,
     ):
         self.same_category = same_category

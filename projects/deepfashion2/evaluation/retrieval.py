@@ -40,7 +40,7 @@ from .. import landmarks as L
 from ..utils.arrays import plain_number
 from .boxes import coco_box_iou, coco_box_iou_matrix, xyxy_to_xywh
 from .detections import ResultFormatError, entry_int, entry_number
-from .gallery import GroupedIndex
+from .gallery import EXACT_MAX, GroupedIndex
 from .groundtruth import GroundTruth
 from .scoring import subsets
 
@@ -387,7 +387,7 @@ def rank(
     *,
     same_category: bool = True,
     index: str = "auto",
-    exact_max: int = 200_000,
+    exact_max: int = EXACT_MAX,
 ) -> Submission:
     """Top-k gallery items of every query (by cosine similarity) as a submission."""
     index = GroupedIndex(

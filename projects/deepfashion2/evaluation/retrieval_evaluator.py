@@ -16,6 +16,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
+from ..config import RETRIEVAL_DEFAULTS
 from . import tables
 from .evaluator import gather_on_main
 from .groundtruth import GroundTruth
@@ -39,12 +40,12 @@ class RetrievalEvaluator(DatasetEvaluator):
         dataset_name: str,
         output_dir: str | None = None,
         *,
-        max_per_image: int = 10,
-        gallery_per_image: int = 3,
-        min_score: float = 0.05,
-        same_category: bool = True,
-        index: str = "auto",
-        exact_max: int = 200_000,
+        max_per_image: int = RETRIEVAL_DEFAULTS["MAX_PER_IMAGE"],
+        gallery_per_image: int = RETRIEVAL_DEFAULTS["GALLERY_PER_IMAGE"],
+        min_score: float = RETRIEVAL_DEFAULTS["MIN_SCORE"],
+        same_category: bool = RETRIEVAL_DEFAULTS["SAME_CATEGORY"],
+        index: str = RETRIEVAL_DEFAULTS["INDEX"],
+        exact_max: int = RETRIEVAL_DEFAULTS["EXACT_MAX_GALLERY"],
         gt_boxes: bool = False,
         distributed: bool = True,
         load_dicts: Callable[[], list[dict]] | None = None,

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..evaluation.gallery import GroupedIndex
+from ..evaluation.gallery import EXACT_MAX, GroupedIndex
 from ..landmarks import NUM_CATEGORIES
 from ..utils.files import remove_dead_temporaries, temporary_folder, write_json_atomic
 
@@ -282,7 +282,7 @@ class Catalogue:
             return self._indexes[same_category]
         e = self.entries()
         policy = self.meta.get("policy", {})
-        kind, exact_max = policy.get("index", "auto"), policy.get("exact_max", 200_000)
+        kind, exact_max = policy.get("index", "auto"), policy.get("exact_max", EXACT_MAX)
         content = [s.key for s in self._verified_shards()] + [kind, exact_max]
         prefix = "same" if same_category else "all"
         key = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]

@@ -17,6 +17,11 @@ from .. import landmarks as L
 
 # Detectron2 draws keypoints whose score exceeds 0.05
 _HIDDEN = -1.0
+# one colour per item (box, mask, skeleton): distinct, and dark enough for white labels
+PALETTE = [
+    (0.90, 0.10, 0.29), (0.24, 0.71, 0.29), (0.26, 0.39, 0.85), (0.96, 0.51, 0.19),
+    (0.57, 0.12, 0.71), (0.27, 0.60, 0.56), (0.94, 0.20, 0.90), (0.60, 0.39, 0.14),
+]  # fmt: skip
 
 
 def category_keypoints(keypoints: np.ndarray, classes: np.ndarray) -> np.ndarray:
@@ -39,6 +44,35 @@ class DeepFashion2Visualizer(Visualizer):
         return super().draw_circle(
             circle_coord, color, radius=min(radius, max(1.0, 0.01 * max(h, w)))
         )
+
+    def overlay_instances(self, *, keypoints=None, assigned_colors=None, **kwargs):
+        """
+        Detectron2's drawing, with one colour per item for its box, mask *and* skeleton (Detectron2
+        draws every skeleton in the colours of the metadata's rules, the same for every item).
+        """
+        n = next((len(v) for v in kwargs.values() if v is not None and len(v)), 0)
+        if n == 0 and keypoints is not None:
+            n = len(keypoints)
+        if assigned_colors is None:
+            assigned_colors = [PALETTE[i % len(PALETTE)] for i in range(n)]
+        out = super().overlay_instances(assigned_colors=assigned_colors, **kwargs)
+        if keypoints is not None:
+            kp = keypoints.numpy() if isinstance(keypoints, torch.Tensor) else keypoints
+            for k, colour in zip(np.asarray(kp), assigned_colors):
+                self._draw_skeleton(k, colour)
+        return out
+
+    def _draw_skeleton(self, keypoints: np.ndarray, colour) -> None:
+        """One item's landmarks (score > 0.05, as Detectron2's threshold) and skeleton lines."""
+        names = self.metadata.get("keypoint_names") or L.keypoint_names()
+        index = {n: i for i, n in enumerate(names)}
+        seen = keypoints[:, 2] > 0.05
+        for a, b, _ in self.metadata.get("keypoint_connection_rules") or []:
+            i, j = index.get(a), index.get(b)
+            if i is not None and j is not None and seen[i] and seen[j]:
+                self.draw_line(keypoints[[i, j], 0], keypoints[[i, j], 1], color=colour)
+        for x, y in keypoints[seen, :2]:
+            self.draw_circle((x, y), color=colour)
 
     def draw_instance_predictions(self, predictions: Instances):
         if predictions.has("pred_keypoints"):
