@@ -32,6 +32,7 @@ from ..evaluation import (
     RetrievalEvaluator,
     tables,
 )
+from ..evaluation.tasks import model_tasks
 from ..modeling import DeepFashion2RCNNWithTTA
 from .checkpoint import DeepFashion2Checkpointer
 from .optim import build_adamw
@@ -155,8 +156,7 @@ class Trainer(DefaultTrainer):
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         meta = MetadataCatalog.get(dataset_name)
         if meta.get("evaluator_type") == "deepfashion2":
-            tasks = ("bbox",) + (("segm",) if cfg.MODEL.MASK_ON else ())
-            tasks += ("keypoints", "keypoints_vis") if cfg.MODEL.KEYPOINT_ON else ()
+            tasks = model_tasks(cfg.MODEL.MASK_ON, cfg.MODEL.KEYPOINT_ON)
             load = functools.partial(dataset_dicts, dataset_name, cfg)
             evaluator = DeepFashion2Evaluator(
                 dataset_name, output_folder, tasks=tasks, load_dicts=load

@@ -43,10 +43,10 @@ from .detections import ResultFormatError, entry_int, entry_number
 from .gallery import EXACT_MAX, GroupedIndex
 from .groundtruth import GroundTruth
 from .scoring import subsets
+from .tasks import TOPK
 
 logger = logging.getLogger(__name__)
 
-TOPK = (1, 5, 10, 15, 20)
 MAX_K = max(TOPK)
 IOU_THRESHOLD = 0.5
 QUERY_FIELDS = ("style", "pair_id", "query_image_id", "bbox", "cls")  # order of the 2019 files

@@ -27,12 +27,14 @@ from .. import landmarks as L
 from .boxes import coco_box_iou
 from .detections import Detections
 from .groundtruth import GroundTruth
+from .tasks import AP_METRICS, AP_TASKS
+from .tasks import TASKS as T
 
-TASKS = ("bbox", "segm", "keypoints", "keypoints_vis")
+TASKS = AP_TASKS
 # exactly pycocotools' Params
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, int(np.round((0.95 - 0.5) / 0.05)) + 1, endpoint=True)
 RECALL_THRESHOLDS = np.linspace(0.0, 1.00, int(np.round((1.00 - 0.0) / 0.01)) + 1, endpoint=True)
-MAX_DETS = {"bbox": 100, "segm": 100, "keypoints": 20, "keypoints_vis": 20}
+MAX_DETS = {k: T[k].max_dets for k in AP_TASKS}
 
 
 def subsets() -> list[tuple[str, str]]:
@@ -290,7 +292,7 @@ def evaluate_task(matches: TaskMatches, gt: GroundTruth, bar=None) -> dict[str, 
     out = summarize(matches.precision())
     for attribute, value in subsets():
         s = summarize(matches.precision(gt.subset_mask(attribute, value)))
-        for metric in ("AP", "AP50", "AP75"):
+        for metric in AP_METRICS:
             out[f"{metric}/{attribute}:{value}"] = s[metric]
         if bar is not None:
             bar.update(1)

@@ -9,19 +9,8 @@ import json
 import math
 import os
 
-from .retrieval import TOPK
 from .scoring import subsets
-
-# (title, [(row label, task, metric)])
-TABLES = [
-    ("Clothes detection", [(m, "bbox", m) for m in ("AP", "AP50", "AP75")]),
-    (
-        "Landmark estimation",
-        [(f"{m} (visible)", "keypoints_vis", m) for m in ("AP", "AP50", "AP75")]
-        + [(f"{m} (visible + occluded)", "keypoints", m) for m in ("AP", "AP50", "AP75")],
-    ),
-    ("Clothes segmentation", [(m, "segm", m) for m in ("AP", "AP50", "AP75")]),
-]
+from .tasks import TASKS
 
 
 def columns() -> list[tuple[str, str]]:
@@ -30,27 +19,19 @@ def columns() -> list[tuple[str, str]]:
     return cols + [("overall", "")]
 
 
-# the retrieval table's row groups: (label, results key)
-RETRIEVAL_ROWS = [("detected boxes", "retrieval"), ("ground-truth boxes", "retrieval_gt_boxes")]
-RETRIEVAL_TITLE = "Consumer-to-shop clothes retrieval"
-
-
 def _rows(results: dict) -> list[tuple[str, list[tuple[str, str, str]]]]:
-    """(title, [(row label, results key, metric)]) of every table with results."""
-    out = []
-    for title, rows in TABLES:
-        rows = [r for r in rows if r[1] in results]
-        if rows:
-            out.append((title, rows))
-    rows = [
-        (f"top-{k} ({label})", key, f"top{k}")
-        for label, key in RETRIEVAL_ROWS
-        if key in results
-        for k in TOPK
-    ]
-    if rows:
-        out.append((RETRIEVAL_TITLE, rows))
-    return out
+    """(title, [(row label, results key, metric)]) of every table with results (tasks.TASKS)."""
+    out: dict[str, list] = {}
+    for key, task in TASKS.items():
+        if key not in results:
+            continue
+        rows = out.setdefault(task.table, [])
+        for m in task.metrics:
+            if m.startswith("top"):
+                rows.append((f"top-{m[3:]} ({task.row})", key, m))
+            else:
+                rows.append((f"{m} {task.row}".strip(), key, m))
+    return list(out.items())
 
 
 def _cell(v) -> str:

@@ -16,8 +16,8 @@ from pycocotools import mask as mask_util
 
 from ... import landmarks as L
 from ...evaluation import Detections, GroundTruth
-from ...evaluation.retrieval import TOPK
 from ...evaluation.scoring import TASKS, evaluate
+from ...evaluation.tasks import AP_METRICS, TOPK
 from ...utils.arrays import offsets
 
 
@@ -57,10 +57,7 @@ def detection_chance(
     for _ in range(trials):
         dets = random_detections(gt, per_image, rng)
         runs.append(evaluate(gt, {t: dets for t in TASKS}))
-    return {
-        t: {m: float(np.nanmean([r[t][m] for r in runs])) for m in ("AP", "AP50", "AP75")}
-        for t in TASKS
-    }
+    return {t: {m: float(np.nanmean([r[t][m] for r in runs])) for m in AP_METRICS} for t in TASKS}
 
 
 def retrieval_chance(gt: GroundTruth, within_category: bool = False) -> dict[str, float]:

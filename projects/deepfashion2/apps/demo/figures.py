@@ -8,13 +8,9 @@ import numpy as np
 from PIL import Image
 
 from ...evaluation.tables import columns
+from ...evaluation.tasks import AP_METRICS, TASKS
 
-_TASK_LABELS = {
-    "bbox": "detection",
-    "segm": "segmentation",
-    "keypoints_vis": "landmarks (visible)",
-    "keypoints": "landmarks (vis. + occ.)",
-}
+AP_TASKS_DRAWN = [k for k, t in TASKS.items() if t.metrics == AP_METRICS]
 
 
 def plot_subset_ap(results: dict, path: str, chance: dict | None = None) -> None:
@@ -25,14 +21,14 @@ def plot_subset_ap(results: dict, path: str, chance: dict | None = None) -> None
     import matplotlib.pyplot as plt
 
     cols = columns()
-    tasks = [t for t in _TASK_LABELS if t in results]
+    tasks = [t for t in AP_TASKS_DRAWN if t in results]
     fig, ax = plt.subplots(figsize=(13, 4.2), dpi=100)
     width = 0.8 / max(len(tasks), 1)
     x = np.arange(len(cols))
     for i, t in enumerate(tasks):
         vals = [results[t].get("AP" + suffix) for _, suffix in cols]
         vals = [np.nan if v is None else v / 100 for v in vals]
-        ax.bar(x + (i - (len(tasks) - 1) / 2) * width, vals, width, label=_TASK_LABELS[t])
+        ax.bar(x + (i - (len(tasks) - 1) / 2) * width, vals, width, label=TASKS[t].short)
         if chance and t in chance and chance[t]["AP"] > 0.005:  # a line at 0 hides in the axis
             ax.axhline(chance[t]["AP"], color=f"C{i}", lw=0.8, ls=":")
     ax.set_xticks(x, [h.replace(" ", "\n", 1) for h, _ in cols], fontsize=8)

@@ -7,17 +7,8 @@ import os
 
 from ...evaluation import tables
 from ...evaluation.tables import json_safe
+from ...evaluation.tasks import TASKS
 from .chance import not_above_chance
-
-# the headline metric of each benchmark in the console summary
-HEADLINE = {
-    "bbox": ("box AP", "AP"),
-    "segm": ("mask AP", "AP"),
-    "keypoints": ("landmark AP (visible + occluded)", "AP"),
-    "keypoints_vis": ("landmark AP (visible)", "AP"),
-    "retrieval": ("retrieval top-1 / top-20 (detected boxes)", ("top1", "top20")),
-    "retrieval_gt_boxes": ("retrieval top-1 / top-20 (ground-truth boxes)", ("top1", "top20")),
-}
 
 CHANCE_DEFINITION = {
     "bbox/segm/keypoints": "10 uniformly random boxes per image (random category and score, box "
@@ -45,7 +36,7 @@ def write_metrics(metrics: dict, output_dir: str) -> None:
 def summary(results: dict, chance: dict, above: dict) -> str:
     """The console summary: each benchmark against chance, and plainly what is not above it."""
     lines = ["| benchmark | result | chance |", "|---|---|---|"]
-    for task, (label, keys) in HEADLINE.items():
+    for task, (label, keys) in ((k, (t.label, t.headline)) for k, t in TASKS.items()):
         if task not in results:
             continue
         keys = keys if isinstance(keys, tuple) else (keys,)
