@@ -3,8 +3,11 @@
 Inference on any images with the DeepFashion2 visualisation (boxes, masks, each item's own
 landmarks joined by its category's skeleton):
 
-    python tools/demo.py --config-file configs/Mini-CPU.yaml --input a.jpg b.jpg --output out/ \
-        --opts MODEL.WEIGHTS output/demo/model_final.pth
+    python tools/predict.py --config-file configs/EfficientNet-Lite0-CPU.yaml --input a.jpg b.jpg \
+        --output out/ --opts MODEL.WEIGHTS output/demo/model_final.pth
+
+(``make demo`` / ``tools/run_demo.py`` trains and evaluates the demo model; ``apps/demo`` is the
+library code behind it.)
 
 ``MODEL.WEIGHTS`` may be a ``deepfashion2://`` model-zoo name; ``TEST.AUG.ENABLED True`` predicts
 with test-time augmentation (``TEST.AUG.MIN_SIZES``, ``FLIP``; landmarks flipped per category).
