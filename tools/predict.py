@@ -19,18 +19,15 @@ import argparse
 import glob
 import os
 
-import numpy as np
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
 from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 from deepfashion2 import add_deepfashion2_config
-from deepfashion2.data.builtin import deepfashion2_metadata
+from deepfashion2.apps.demo.figures import draw_prediction
 from deepfashion2.modeling import with_tta
-from deepfashion2.utils.visualizer import DeepFashion2Visualizer
 
 
 def setup_cfg(config_file: str, opts: list[str], threshold: float):
@@ -41,15 +38,6 @@ def setup_cfg(config_file: str, opts: list[str], threshold: float):
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = threshold
     cfg.freeze()
     return cfg
-
-
-def draw_predictions(predictor: DefaultPredictor, path: str, scale: float = 1.0) -> np.ndarray:
-    """Run the model on one image file; the drawing as an RGB array."""
-    image = read_image(path, format="BGR")
-    outputs = predictor(image)
-    meta = MetadataCatalog.get("deepfashion2_demo").set(**deepfashion2_metadata())
-    vis = DeepFashion2Visualizer(image[:, :, ::-1], meta, scale=scale)
-    return vis.draw_instance_predictions(outputs["instances"].to("cpu")).get_image()
 
 
 def main(argv=None) -> None:
@@ -70,7 +58,8 @@ def main(argv=None) -> None:
     from PIL import Image
 
     for path in tqdm(paths, desc="Predicting", unit="image"):
-        drawing = draw_predictions(predictor, path, args.scale)
+        image = read_image(path, format="BGR")
+        drawing = draw_prediction(image, predictor(image)["instances"], args.scale).get_image()
         name = os.path.splitext(os.path.basename(path))[0] + ".png"
         Image.fromarray(drawing).save(os.path.join(args.output, name))
 

@@ -9,6 +9,7 @@ from PIL import Image
 
 from ...evaluation.tables import columns
 from ...evaluation.tasks import AP_METRICS, TASKS
+from ...utils.visualizer import DeepFashion2Visualizer
 
 AP_TASKS_DRAWN = [k for k, t in TASKS.items() if t.metrics == AP_METRICS]
 
@@ -84,6 +85,17 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
     return True
 
 
+def draw_prediction(image_bgr: np.ndarray, instances, scale: float = 1.0):
+    """A model's ``instances`` on its (H, W, 3) BGR input image: Detectron2's ``VisImage``."""
+    from detectron2.data import MetadataCatalog
+
+    from ...data.builtin import deepfashion2_metadata
+
+    meta = MetadataCatalog.get("deepfashion2_drawing").set(**deepfashion2_metadata())
+    vis = DeepFashion2Visualizer(image_bgr[:, :, ::-1], meta, scale=scale)
+    return vis.draw_instance_predictions(instances.to("cpu"))
+
+
 def draw_predictions(
     cfg, dicts: list, out_dir: str, num: int = 4, scale: float = 3.0, score_thresh: float = 0.3
 ) -> list:
@@ -92,28 +104,22 @@ def draw_predictions(
     above ``score_thresh``, one per place (class-agnostic NMS at IoU 0.5, so a weak model's
     competing categories for one garment do not pile up).
     """
-    from detectron2.data import MetadataCatalog
     from detectron2.data.detection_utils import read_image
     from detectron2.engine import DefaultPredictor
     from torchvision.ops import nms
-
-    from ...data.builtin import deepfashion2_metadata
-    from ...utils.visualizer import DeepFashion2Visualizer
 
     os.makedirs(out_dir, exist_ok=True)
     cfg = cfg.clone()
     cfg.defrost()
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = score_thresh
     predictor = DefaultPredictor(cfg)
-    meta = MetadataCatalog.get("deepfashion2_demo_drawing").set(**deepfashion2_metadata())
     paths = []
     for d in [d for d in dicts if d.get("annotations")][:num]:
         image = read_image(d["file_name"], format="BGR")
         inst = predictor(image)["instances"].to("cpu")
         inst = inst[nms(inst.pred_boxes.tensor, inst.scores, 0.5)]
-        vis = DeepFashion2Visualizer(image[:, :, ::-1], meta, scale=scale)
         name = os.path.splitext(os.path.basename(d["file_name"]))[0] + ".png"
-        vis.draw_instance_predictions(inst).save(os.path.join(out_dir, name))
+        draw_prediction(image, inst, scale).save(os.path.join(out_dir, name))
         paths.append(os.path.join(out_dir, name))
     return paths
 
