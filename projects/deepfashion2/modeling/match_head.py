@@ -16,7 +16,8 @@ from torch.nn import functional as F
 ROI_MATCH_HEAD_REGISTRY = Registry("ROI_MATCH_HEAD")
 ROI_MATCH_HEAD_REGISTRY.__doc__ = """
 Registry for matching heads: RoI features (R, C, P, P) -> embeddings (R, E).
-The registered object is called with `obj(cfg, input_shape)`.
+The registered object is called with `obj(cfg, input_shape, image_shape)` (``image_shape``:
+the pooled pixels' shape when the head sees them, else None).
 """
 
 
