@@ -99,28 +99,26 @@ def _weights(ctx) -> object:
     return cfg
 
 
-def step_evaluate(ctx) -> dict:
+def _test(ctx, tta: bool) -> dict:
+    """The four benchmarks on the trained weights (with TTA: a flip at the test size)."""
     from deepfashion2.engine import DeepFashion2Checkpointer, Trainer
 
     cfg = _weights(ctx)
+    if tta:
+        cfg.TEST.AUG.MIN_SIZES = (cfg.INPUT.MIN_SIZE_TEST,)
+        cfg.TEST.AUG.MAX_SIZE, cfg.TEST.AUG.FLIP = cfg.INPUT.MAX_SIZE_TEST, True
     model = Trainer.build_model(cfg)
     DeepFashion2Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    res = Trainer.test(cfg, model)
+    res = Trainer.test_with_TTA(cfg, model) if tta else Trainer.test(cfg, model)
     return {t: {k: v for k, v in r.items() if "/" not in k} for t, r in res.items()}
+
+
+def step_evaluate(ctx) -> dict:
+    return _test(ctx, tta=False)
 
 
 def step_tta(ctx) -> dict:
-    from deepfashion2.engine import DeepFashion2Checkpointer, Trainer
-
-    cfg = _weights(ctx)
-    cfg.TEST.AUG.MIN_SIZES, cfg.TEST.AUG.MAX_SIZE = (
-        cfg.INPUT.MIN_SIZE_TEST,
-    ), cfg.INPUT.MAX_SIZE_TEST
-    cfg.TEST.AUG.FLIP = True
-    model = Trainer.build_model(cfg)
-    DeepFashion2Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    res = Trainer.test_with_TTA(cfg, model)
-    return {t: {k: v for k, v in r.items() if "/" not in k} for t, r in res.items()}
+    return _test(ctx, tta=True)
 
 
 def step_catalogue(ctx) -> dict:
