@@ -9,7 +9,7 @@ from PIL import Image
 
 from ...evaluation.tables import columns
 from ...evaluation.tasks import AP_METRICS, TASKS
-from ...utils.visualizer import DeepFashion2Visualizer
+from ...utils.visualizer import DeepFashion2Visualizer, stack_rows
 
 AP_TASKS_DRAWN = [k for k, t in TASKS.items() if t.metrics == AP_METRICS]
 
@@ -140,8 +140,34 @@ def draw_all(cfg, results: dict, chance: dict, dicts: list, output_dir: str, num
     if os.path.exists(submission):
         with open(submission) as f:
             drawn = retrieval_strip_figure(json.load(f), dicts, strip)
+    overview(drawings, strip if drawn else None, os.path.join(output_dir, "overview.png"))
     return {
         "subset_ap": "subset_ap.png",
         "predictions": [os.path.relpath(p, output_dir) for p in drawings],
         "retrieval_strip": "retrieval_strip.png" if drawn else None,
+        "overview": "overview.png",
     }
+
+
+def overview(drawings: list[str], strip: str | None, path: str, height: int = 345) -> None:
+    """The README's picture: the prediction drawings side by side, the retrieval strip below."""
+    tiles = []
+    for p in drawings:
+        im = Image.open(p).convert("RGB")
+        tiles.append(im.resize((max(1, round(im.width * height / im.height)), height)))
+    rows = []
+    if tiles:
+        row = Image.new(
+            "RGB", (sum(t.width for t in tiles) + 6 * (len(tiles) - 1), height), "white"
+        )
+        x = 0
+        for t in tiles:
+            row.paste(t, (x, 0))
+            x += t.width + 6
+        rows.append(row)
+    if strip:
+        s = Image.open(strip).convert("RGB")
+        width = rows[0].width if rows else s.width
+        rows.append(s.resize((width, max(1, round(s.height * width / s.width)))))
+    if rows:
+        stack_rows(rows).save(path)
