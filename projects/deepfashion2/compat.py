@@ -26,8 +26,9 @@ Each entry: the difference; which Detectron2 needs it; where it is applied.
 - Detectron2 private names the project uses, all here: ``launch._find_free_port`` (a free TCP
   port for ``dist_url="auto"``; v0.6 and main) and ``comm._LOCAL_PROCESS_GROUP`` (v0.6 has no
   public setter; main's is ``create_local_process_group``): :func:`free_port`,
-  :func:`set_local_process_group`. ``DefaultTrainer._trainer`` (the inner trainer that holds
-  the optimizer, public in use on both: Detectron2's own ``train_net`` scripts reach it).
+  :func:`set_local_process_group`; ``DefaultTrainer._trainer``, the inner trainer that holds the
+  optimizer (v0.6 and main): :func:`trainer_optimizer`, and :class:`deepfashion2.engine.Trainer`
+  saving its state on v0.6 (above).
 
 What the v0.6 wheel cannot do at all (no compiled ops): rotated boxes (``RotatedBoxes`` ops,
 ``ROIAlignRotated``), deformable convolutions, the ``fast_eval_api`` COCO evaluation (pycocotools'
@@ -175,3 +176,8 @@ def set_local_process_group(group) -> None:
 
     assert comm._LOCAL_PROCESS_GROUP is None, "the local process group is already set"
     comm._LOCAL_PROCESS_GROUP = group
+
+
+def trainer_optimizer(trainer):
+    """The optimizer of a ``DefaultTrainer`` (kept by its inner ``_trainer``), or None."""
+    return getattr(getattr(trainer, "_trainer", None), "optimizer", None)

@@ -33,6 +33,7 @@ import zipfile
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
+from .. import compat
 from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -161,9 +162,7 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
     def _check_belongs(self, filename: str, checkpoint: dict) -> None:
         """Refuse, before loading anything, a checkpoint of another model or optimizer."""
         problem = model_mismatch(self.model.state_dict(), checkpoint["model"])
-        # DefaultTrainer keeps the optimizer in its inner trainer (``_trainer``, as it saves it)
-        trainer = self.checkpointables.get("trainer")
-        optimizer = getattr(getattr(trainer, "_trainer", None), "optimizer", None)
+        optimizer = compat.trainer_optimizer(self.checkpointables.get("trainer"))
         saved = checkpoint.get("trainer", {}).get("_trainer", {}).get("optimizer")
         if problem is None and optimizer is not None and saved is not None:
             problem = optimizer_mismatch(optimizer, saved)
