@@ -19,6 +19,10 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
         "file": "Mini-CPU.pth",
         "sha256": "9dcf6e3a242ba8b515cedc40f5b3ee457b2e1abe110aba7575f51b286e723f37",
     },
+    "DeepFashion2/EfficientNet-Lite0-CPU": {
+        "file": "EfficientNet-Lite0-CPU.pth",
+        "sha256": "3ca37cb45dceef3b2a5052640fc81a1bf6bd464cfe39a772f79a469136646d48",
+    },
 }
 
 CONFIGS = {
