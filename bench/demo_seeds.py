@@ -97,9 +97,11 @@ def learning_curve(run_dir: str) -> dict:
     """
     curve = {}
     ckpts = sorted(n for n in os.listdir(run_dir) if n.startswith("model_0") and n.endswith(".pth"))
-    for name in ckpts + ["model_final.pth"]:
-        it = json.load(open(os.path.join(run_dir, "metrics.json")))["train_iterations"]
-        it = int(name[6:13]) + 1 if name != "model_final.pth" else it
+    last = json.load(open(os.path.join(run_dir, "metrics.json")))["train_iterations"]
+    if not any(int(n[6:13]) + 1 == last for n in ckpts):
+        ckpts.append("model_final.pth")  # unless a periodic checkpoint is the last iteration's
+    for name in ckpts:
+        it = int(name[6:13]) + 1 if name != "model_final.pth" else last
         out = os.path.join(run_dir, "curve", str(it))
         subprocess.run(
             [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--eval-only",
