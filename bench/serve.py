@@ -8,7 +8,10 @@ server's resident memory before and after; and ``search_photos``' seconds per ph
 process (what ``tools/search.py`` spends per photo once its model is loaded).
 
     python bench/serve.py --catalogue CAT_DIR --photos DIR [--seconds 20] [--out FILE]
-        [KEY VALUE ...]
+        [--screenshot docs/serve.png] [KEY VALUE ...]
+
+``--screenshot``: before the load, the page in Debian's Chromium searching the first photo (the
+README's picture).
 """
 
 from __future__ import annotations
@@ -118,6 +121,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
     p.add_argument("--num-photos", type=int, default=8)
     p.add_argument("--out", default=os.path.join(ROOT, "bench", "results", "serve.json"))
+    p.add_argument("--screenshot", help="save the page searching the first photo here (PNG)")
     p.add_argument("opts", nargs=argparse.REMAINDER)
     args = p.parse_args()
     paths = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))[: args.num_photos]
@@ -140,6 +144,15 @@ def main() -> None:
         else:
             raise SystemExit("the server did not start")
         _post(port, photos[0])  # warm-up: first inference
+        if args.screenshot:
+            import _browser
+
+            browser = _browser.chrome()
+            try:
+                _browser.search_on_page(browser, f"http://127.0.0.1:{port}/", paths[0])
+                browser.save_screenshot(args.screenshot)
+            finally:
+                browser.quit()
         before = _rss_mb(server.pid)
         levels = [load(port, photos, c, args.seconds) for c in LEVELS]
         after = _rss_mb(server.pid)

@@ -8,7 +8,6 @@ clients, and the page in a real browser (Debian's Chromium, driven by Selenium).
 import http.client
 import json
 import os
-import shutil
 import socket
 import struct
 import threading
@@ -182,45 +181,20 @@ def test_concurrent_clients_are_all_served_with_the_same_answers(server):
         assert status == 200 and body == alone[i % 2]
 
 
-def _browser():
-    chromium = shutil.which("chromium")
-    driver = shutil.which("chromedriver")
-    if not (chromium and driver):
-        pytest.skip("Debian's chromium and chromium-driver are not installed (.ci/run installs "
-                    "them: apt-get install chromium chromium-driver)")  # fmt: skip
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--window-size=1280,900"):  # fmt: skip
-        options.add_argument(flag)
-    return webdriver.Chrome(service=Service(driver), options=options)
-
-
 def test_the_page_in_a_real_browser(server, tmp_path):
+    import _browser
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    browser = _browser()
+    why = _browser.missing()
+    if why:
+        pytest.skip(why)
+    browser = _browser.chrome()
     try:
-        browser.get(f"http://127.0.0.1:{server['port']}/")
-        browser.find_element(By.ID, "minscore").clear()
-        browser.find_element(By.ID, "minscore").send_keys("0")
-        browser.find_element(By.ID, "file").send_keys(os.path.abspath(server["users"][0]))
-        WebDriverWait(browser, 120).until(
-            lambda b: b.execute_script("return document.body.dataset.done === '1'")
-        )
+        url = f"http://127.0.0.1:{server['port']}/"
+        results = _browser.search_on_page(browser, url, server["users"][0], min_score="0")
         assert browser.execute_script("return document.getElementById('photo').width") > 0
-        garments = browser.find_elements(By.CSS_SELECTOR, ".garment")
-        results = browser.find_elements(By.CSS_SELECTOR, ".result img")
-        assert garments and results
-        WebDriverWait(browser, 60).until(
-            lambda b: all(b.execute_script("return arguments[0].complete && "
-                                           "arguments[0].naturalWidth > 0", im) for im in results)
-        )  # fmt: skip
+        assert browser.find_elements(By.CSS_SELECTOR, ".garment") and results
         results[0].click()  # the shop photo opens
         WebDriverWait(browser, 30).until(
             lambda b: b.execute_script(
@@ -232,9 +206,6 @@ def test_the_page_in_a_real_browser(server, tmp_path):
         shot = tmp_path / "serve.png"
         browser.save_screenshot(str(shot))
         assert shot.stat().st_size > 10_000
-        target = os.environ.get("DF2_SERVE_SCREENSHOT")  # docs/serve.png is made this way
-        if target:
-            shutil.copy(shot, target)
     finally:
         browser.quit()
 
