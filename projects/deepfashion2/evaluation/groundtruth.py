@@ -18,6 +18,12 @@ from ..utils.arrays import offsets
 from .boxes import xyxy_to_xywh
 
 
+def attribute_mask(attributes: np.ndarray, attribute: str, value: str) -> np.ndarray:
+    """(N,) bool of (N, 4) 1-based attribute codes (landmarks.ATTRIBUTES' order): ``value``'s."""
+    col = list(L.ATTRIBUTES).index(attribute)
+    return attributes[:, col] == L.ATTRIBUTES[attribute].index(value) + 1
+
+
 @dataclass
 class GroundTruth:
     # per image, sorted by image id (the order pycocotools accumulates in)
@@ -48,8 +54,7 @@ class GroundTruth:
 
     def subset_mask(self, attribute: str, value: str) -> np.ndarray:
         """(N,) bool: items whose ``attribute`` (e.g. "occlusion") has ``value`` (e.g. "heavy")."""
-        col = list(L.ATTRIBUTES).index(attribute)
-        return self.attributes[:, col] == L.ATTRIBUTES[attribute].index(value) + 1
+        return attribute_mask(self.attributes, attribute, value)
 
     def image_index(self, image_ids: np.ndarray) -> np.ndarray:
         """Positions of ``image_ids`` in this split; -1 where an id is not in it."""

@@ -36,12 +36,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import landmarks as L
 from ..utils.arrays import plain_number
 from .boxes import coco_box_iou, coco_box_iou_matrix, xyxy_to_xywh
 from .detections import ResultFormatError, entry_int, entry_number
 from .gallery import EXACT_MAX, GroupedIndex
-from .groundtruth import GroundTruth
+from .groundtruth import GroundTruth, attribute_mask
 from .scoring import subsets
 from .tasks import TOPK
 
@@ -326,9 +325,7 @@ def score_submission(
     out = _topk(outcome.first_hit, is_query, "")
     if rgt.q_attributes is not None:
         for attr, value in subsets():
-            col = list(L.ATTRIBUTES).index(attr)
-            code = L.ATTRIBUTES[attr].index(value) + 1
-            mask = is_query & (rgt.q_attributes[:, col] == code)
+            mask = is_query & attribute_mask(rgt.q_attributes, attr, value)
             out.update(_topk(outcome.first_hit, mask, f"/{attr}:{value}"))
     short = int((sub.list_lengths < MAX_K).sum())
     unreachable = int((is_query & ~outcome.reachable).sum())
