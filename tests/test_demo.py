@@ -162,3 +162,24 @@ def test_retrieval_chance_known_answer():
     assert whole["top10"] == whole["top20"] == 1.0  # k >= 8: always found
     within = retrieval_chance(gt, within_category=True)
     assert within["top1"] == pytest.approx(2 / 4) and within["top5"] == 1.0
+
+
+def test_drawings_with_and_without_detections(tmp_path):
+    """A model that finds nothing still gets its (empty) drawing; items get their own colours."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from deepfashion2.apps.demo.figures import draw_prediction
+
+    image = np.full((100, 120, 3), 128, np.uint8)
+    empty = Instances((100, 120), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),
+                      pred_classes=torch.zeros(0, dtype=torch.long),
+                      pred_keypoints=torch.zeros(0, 294, 3))  # fmt: skip
+    draw_prediction(image, empty, 2.0).save(str(tmp_path / "empty.png"))
+    boxes = Boxes(torch.tensor([[5.0, 5, 50, 90], [60, 5, 110, 90]]))
+    two = Instances((100, 120), pred_boxes=boxes, scores=torch.tensor([0.9, 0.8]),
+                    pred_classes=torch.tensor([0, 7]))  # fmt: skip
+    drawn = draw_prediction(image, two, 1.0).get_image()
+    left, right = drawn[5:90, 5].astype(int), drawn[5:90, 60].astype(int)  # the boxes' left edges
+    assert (np.abs(left - 128).sum(1) > 30).any() and (np.abs(right - 128).sum(1) > 30).any()
+    assert not np.array_equal(np.median(left, 0), np.median(right, 0))  # two colours

@@ -50,9 +50,8 @@ class DeepFashion2Visualizer(Visualizer):
         Detectron2's drawing, with one colour per item for its box, mask *and* skeleton (Detectron2
         draws every skeleton in the colours of the metadata's rules, the same for every item).
         """
-        n = next((len(v) for v in kwargs.values() if v is not None and len(v)), 0)
-        if n == 0 and keypoints is not None:
-            n = len(keypoints)
+        given = [kwargs.get(k) for k in ("boxes", "labels", "masks")] + [keypoints]
+        n = max((len(v) for v in given if v is not None), default=0)
         if assigned_colors is None:
             assigned_colors = [PALETTE[i % len(PALETTE)] for i in range(n)]
         out = super().overlay_instances(assigned_colors=assigned_colors, **kwargs)
