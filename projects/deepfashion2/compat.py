@@ -29,6 +29,13 @@ Each entry: the difference; which Detectron2 needs it; where it is applied.
   :func:`set_local_process_group`; ``DefaultTrainer._trainer``, the inner trainer that holds the
   optimizer (v0.6 and main): :func:`trainer_optimizer`, and :class:`deepfashion2.engine.Trainer`
   saving its state on v0.6 (above).
+- Protected methods the project's subclasses extend, as Detectron2's own projects do (the same
+  on v0.6 and main; ``GeneralizedRCNNWithTTA``'s file is identical on both):
+  ``GeneralizedRCNNWithTTA._get_augmented_inputs / _get_augmented_boxes / _merge_detections /
+  _rescale_detected_boxes / _reduce_pred_masks / _turn_off_roi_heads``
+  (:class:`deepfashion2.modeling.DeepFashion2RCNNWithTTA`), and ``Checkpointer._load_file /
+  _load_model / _log_incompatible_keys`` (:class:`deepfashion2.engine.DeepFashion2Checkpointer`).
+  ``tests/`` runs both on both Detectron2s.
 
 What the v0.6 wheel cannot do at all (no compiled ops): rotated boxes (``RotatedBoxes`` ops,
 ``ROIAlignRotated``), deformable convolutions, the ``fast_eval_api`` COCO evaluation (pycocotools'
