@@ -183,3 +183,24 @@ def test_drawings_with_and_without_detections(tmp_path):
     left, right = drawn[5:90, 5].astype(int), drawn[5:90, 60].astype(int)  # the boxes' left edges
     assert (np.abs(left - 128).sum(1) > 30).any() and (np.abs(right - 128).sum(1) > 30).any()
     assert not np.array_equal(np.median(left, 0), np.median(right, 0))  # two colours
+
+
+def test_labels_of_overlapping_garments_do_not_overlap():
+    import torch
+    from detectron2.data import MetadataCatalog
+    from detectron2.structures import Boxes, Instances
+
+    from deepfashion2.data.builtin import deepfashion2_metadata
+    from deepfashion2.utils.visualizer import DeepFashion2Visualizer
+
+    meta = MetadataCatalog.get("deepfashion2_test_labels").set(**deepfashion2_metadata())
+    boxes = Boxes(torch.tensor([[10.0, 10, 90, 90], [12.0, 12, 92, 92], [11.0, 10, 95, 91]]))
+    inst = Instances((100, 120), pred_boxes=boxes, scores=torch.tensor([0.9, 0.8, 0.7]),
+                     pred_classes=torch.tensor([0, 1, 7]))  # fmt: skip
+    vis = DeepFashion2Visualizer(np.zeros((100, 120, 3), np.uint8), meta)
+    vis.draw_instance_predictions(inst)
+    labels = vis.placed_labels
+    assert len(labels) == 3
+    for i, (x, y, w, h) in enumerate(labels):
+        for px, py, pw, ph in labels[:i]:
+            assert not (x < px + pw and px < x + w and y < py + ph and py < y + h)

@@ -37,6 +37,19 @@ class DeepFashion2Visualizer(Visualizer):
 
     def __init__(self, img_rgb, metadata=None, scale: float = 1.0):
         super().__init__(img_rgb, metadata, scale=scale, instance_mode=ColorMode.IMAGE)
+        self.placed_labels: list[tuple[float, float, float, float]] = []  # x, y, width, height
+
+    def draw_text(self, text, position, *, font_size=None, **kwargs):
+        """Detectron2's text, moved down below any label already drawn where it would overlap
+        (garments overlap, and so would their labels at the boxes' corners)."""
+        size = font_size or 10.0
+        x, y = position
+        w, h = 0.6 * size * len(str(text)), 1.5 * size  # image pixels, as Detectron2 sizes text
+        while any(x < px + pw and px < x + w and y < py + ph and py < y + h
+                  for px, py, pw, ph in self.placed_labels):  # fmt: skip
+            y += h
+        self.placed_labels.append((x, y, w, h))
+        return super().draw_text(text, (x, y), font_size=font_size, **kwargs)
 
     def draw_circle(self, circle_coord, color, radius=3):
         # Detectron2's landmark dots have a fixed 3-pixel radius: too large on small images
