@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 
 
 def run_json_child(script: str, *args: str, env: dict | None = None) -> dict:
@@ -18,6 +19,21 @@ def run_json_child(script: str, *args: str, env: dict | None = None) -> dict:
         env={**os.environ, **(env or {})},
     ).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def multipart(field: str, data: bytes, filename: str = "photo.jpg") -> tuple[bytes, dict]:
+    """(body, headers) of a multipart/form-data upload of ``data`` in ``field``: one file, as a
+    browser's form sends it (the search service's API)."""
+    boundary = uuid.uuid4().hex
+    body = (
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
 
 
 def write_json(path: str, result: dict, indent: int = 1) -> None:

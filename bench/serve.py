@@ -20,25 +20,19 @@ import argparse
 import glob
 import http.client
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-import uuid
 
 import numpy as np
-from _common import cpu_model, write_json
+from _common import cpu_model, multipart, write_json
+
+from deepfashion2 import compat
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 LEVELS = (1, 4, 16)
 QUERY = "/search?top_k=10"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -48,18 +42,10 @@ def _rss_mb(pid: int) -> float:
 
 
 def _post(port: int, photo: bytes) -> tuple[int, float]:
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\n'
-            "Content-Type: image/jpeg\r\n\r\n"
-        ).encode()
-        + photo
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
+    body, headers = multipart("image", photo)
     t = time.perf_counter()
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
-    conn.request("POST", QUERY, body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    conn.request("POST", QUERY, body, headers)
     r = conn.getresponse()
     r.read()
     conn.close()
@@ -126,7 +112,7 @@ def main() -> None:
     args = p.parse_args()
     paths = sorted(glob.glob(os.path.join(args.photos, "*.jpg")))[: args.num_photos]
     photos = [open(x, "rb").read() for x in paths]
-    port = _free_port()
+    port = compat.free_port()
     server = subprocess.Popen(
         [sys.executable, os.path.join(ROOT, "tools", "serve.py"), "--catalogue", args.catalogue,
          "--port", str(port), *args.opts],

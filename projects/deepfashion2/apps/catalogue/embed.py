@@ -29,11 +29,11 @@ class UnreadableImageError(ValueError):
     """An image that cannot be searched or indexed; the message names the file and why."""
 
 
-def check_image(path: str) -> None:
+def check_image(path: str) -> tuple[int, int]:
     """
     Refuse, before decoding, what is not a plain image file of a sane size: a missing file, a
     special file (a FIFO would block the reader), an empty file, a file PIL cannot identify, or
-    more than ``MAX_PIXELS`` pixels by its header.
+    more than ``MAX_PIXELS`` pixels by its header. Returns (width, height) from the header.
     """
     try:
         st = os.stat(path)  # follows links; a link loop or a dangling link fails here
@@ -53,6 +53,7 @@ def check_image(path: str) -> None:
         raise UnreadableImageError(f"{path}: not an image ({e})") from None
     if w * h > MAX_PIXELS:
         raise UnreadableImageError(f"{path}: {w} x {h} pixels, {too_large}")
+    return w, h
 
 
 def model_identity(cfg, config_name: str = "") -> dict:

@@ -51,8 +51,9 @@ def index_images(
             launch(_worker, num_procs, dist_url="auto", args=args)
         else:
             _index_part(*args, rank=0, world=1)
-    cat = Catalogue(output, lenient=lenient)
-    skipped = {p: r for p, r in cat.skipped_images().items() if p in set(todo)}
+    # the same object: the shards it verified above are not read again, only the new ones
+    todo_set = set(todo)
+    skipped = {p: r for p, r in cat.skipped_images().items() if p in todo_set}
     if skipped:
         logger.warning(
             f"{len(skipped)} of {len(todo)} images could not be read and were skipped (recorded "

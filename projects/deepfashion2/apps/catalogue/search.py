@@ -64,6 +64,7 @@ def catalogue_config(cat: Catalogue, opts=()):
 # model is fairly sure of. The benchmark's policy (DEEPFASHION2.RETRIEVAL: up to 10 garments per
 # photo from score 0.05) is what the evaluator scores, and noisy on a page.
 PEOPLE_POLICY = {"min_score": 0.5, "max_garments": 5}
+MAX_GARMENTS = 100  # per photo, the most a search may ask for
 
 
 def check_policy(top_k: int, min_score: float | None, max_garments: int | None) -> None:
@@ -72,9 +73,11 @@ def check_policy(top_k: int, min_score: float | None, max_garments: int | None) 
     if min_score is not None and not 0 <= min_score <= 1:
         raise ValueError(f"min-score must be within 0..1, got {min_score!r}")
     if max_garments is not None and not (
-        isinstance(max_garments, int) and 1 <= max_garments <= 100
+        isinstance(max_garments, int) and 1 <= max_garments <= MAX_GARMENTS
     ):
-        raise ValueError(f"max-garments must be an integer from 1 to 100, got {max_garments!r}")
+        raise ValueError(
+            f"max-garments must be an integer from 1 to {MAX_GARMENTS}, got {max_garments!r}"
+        )
 
 
 def search(

@@ -29,8 +29,9 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..catalogue.embed import MAX_PIXELS, UnreadableImageError, check_image
-from ..catalogue.search import PEOPLE_POLICY, open_catalogue, search
+from ...retrieval.catalogue import MAX_TOP_K
+from ..catalogue.embed import UnreadableImageError, check_image
+from ..catalogue.search import MAX_GARMENTS, PEOPLE_POLICY, open_catalogue, search
 
 MAX_UPLOAD_BYTES = 20 << 20  # 20 MiB: a large phone photo is ~8 MiB
 THUMBNAIL = 256  # the crop's longer side, pixels
@@ -43,7 +44,8 @@ class SearchService:
     def __init__(self, catalogue_dir: str, opts=()):
         self.catalogue, self.embedder = open_catalogue(catalogue_dir, opts)
         self.entries = self.catalogue.entries()
-        self.catalogue.index(True)  # built (or loaded) before the first request
+        # the index of the catalogue's own policy, built (or loaded) before the first request
+        self.catalogue.index(self.catalogue.meta["policy"].get("same_category", True))
         self._lock = threading.Lock()
         root = self.catalogue.images_root
         self.images_root = os.path.realpath(root) if root else ""
@@ -99,10 +101,10 @@ def create_app(catalogue_dir: str, opts=(), max_upload_bytes: int = MAX_UPLOAD_B
     @app.post("/search")
     async def search_photo(
         request: Request,
-        top_k: int = Query(10, ge=1, le=1000),
+        top_k: int = Query(10, ge=1, le=MAX_TOP_K),
         all_categories: bool = False,
         min_score: float = Query(PEOPLE_POLICY["min_score"], ge=0, le=1),
-        max_garments: int = Query(PEOPLE_POLICY["max_garments"], ge=1, le=100),
+        max_garments: int = Query(PEOPLE_POLICY["max_garments"], ge=1, le=MAX_GARMENTS),
     ):
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > max_upload_bytes + 4096:
@@ -137,7 +139,10 @@ def create_app(catalogue_dir: str, opts=(), max_upload_bytes: int = MAX_UPLOAD_B
         if path is None:
             raise HTTPException(404, f"no catalogue item {item}")
         box = [float(v) for v in service.entries.boxes[item]]
-        data = await run_in_threadpool(_crop, path, box)
+        try:
+            data = await run_in_threadpool(_crop, path, box)
+        except UnreadableImageError as e:  # changed on disk since it was indexed
+            raise HTTPException(404, f"item {item}: {str(e).split(': ', 1)[-1]}") from None
         return Response(data, media_type="image/jpeg")
 
     return app
@@ -162,16 +167,13 @@ def _search_bytes(service: SearchService, data: bytes, policy: dict):
         path = os.path.join(folder, "upload")
         with open(path, "wb") as f:
             f.write(data)
-        check_image(path)  # type, emptiness, pixels by the header (MAX_PIXELS)
-        with Image.open(path) as im:
-            size = im.size
+        size = check_image(path)  # type, emptiness, pixels by the header (MAX_PIXELS)
         return service.search(path, **policy), size
 
 
 def _crop(path: str, box: list[float]) -> bytes:
+    check_image(path)  # the same checks as at indexing (size by the header first)
     with Image.open(path) as im:
-        if im.width * im.height > MAX_PIXELS:
-            raise ValueError(f"{path}: too large")
         crop = im.convert("RGB").crop(tuple(int(round(v)) for v in box))
     crop.thumbnail((THUMBNAIL, THUMBNAIL))
     buf = io.BytesIO()
