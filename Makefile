@@ -38,7 +38,8 @@ test: lint
 test-fast: lint
 	$(PY) -m pytest -q -m "not slow" tests
 
-# DATASET=<folder>: a real DeepFashion2 folder; LENIENT=1: skip its malformed items (counted)
+# DATASET=<folder>: a real DeepFashion2 folder; LENIENT=1: skip its malformed items (counted);
+# DEMO_OPTS="KEY VALUE ...": config overrides (SOLVER.MAX_ITER 600, ...)
 demo: $(STAMP)
 	$(PY) tools/run_demo.py $(if $(DATASET),--dataset $(DATASET),) \
-		$(if $(LENIENT),DEEPFASHION2.LENIENT True,)
+		$(if $(LENIENT),DEEPFASHION2.LENIENT True,) $(DEMO_OPTS)

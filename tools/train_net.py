@@ -22,10 +22,12 @@ from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
 from deepfashion2 import add_deepfashion2_config
+from deepfashion2.compat import explain_environment_table
 from deepfashion2.engine import CheckpointMismatchError, DeepFashion2Checkpointer, Trainer, launch
 
 
-def setup(args):
+def load_config(args):
+    """The config; a CUDA config on a machine without CUDA is one line, not a traceback."""
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
     cfg.merge_from_file(args.config_file)
@@ -36,7 +38,13 @@ def setup(args):
             "machine has no CUDA device: add MODEL.DEVICE cpu to run it on the CPU (slowly), or "
             "use configs/EfficientNet-Lite0-CPU.yaml"
         )
+    return cfg
+
+
+def setup(args):
+    cfg = load_config(args)
     cfg.freeze()
+    explain_environment_table()  # no "_C not built correctly" / "No CUDA runtime" on a CPU
     default_setup(cfg, args)
     # the project's own logger (tables, pair sampling), like PointRend's train_net does
     setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="deepfashion2")
@@ -68,6 +76,7 @@ def main(args):
 if __name__ == "__main__":
     args = default_argument_parser().parse_args()
     print("Command Line Args:", args)
+    load_config(args)  # before any process starts: its errors once, in one line
     try:
         launch(
             main,

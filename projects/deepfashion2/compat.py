@@ -37,6 +37,11 @@ Each entry: the difference; which Detectron2 needs it; where it is applied.
   _load_model / _log_incompatible_keys`` (:class:`deepfashion2.engine.DeepFashion2Checkpointer`).
   ``tests/`` runs both on both Detectron2s.
 
+- ``default_setup`` logs Detectron2's environment table, whose ``detectron2._C  not built
+  correctly`` row (and torch's "No CUDA runtime is found" warning on a machine without CUDA) reads
+  like a broken install on the v0.6 wheel, which has no compiled ops by design.
+  :func:`explain_environment_table`, called by ``tools/train_net.py`` before ``default_setup``.
+
 What the v0.6 wheel cannot do at all (no compiled ops): rotated boxes (``RotatedBoxes`` ops,
 ``ROIAlignRotated``), deformable convolutions, the ``fast_eval_api`` COCO evaluation (pycocotools'
 ``COCOeval`` is used instead); the caffe2 export was removed from torch.
@@ -46,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 
 import torch
 
@@ -188,3 +194,30 @@ def set_local_process_group(group) -> None:
 def trainer_optimizer(trainer):
     """The optimizer of a ``DefaultTrainer`` (kept by its inner ``_trainer``), or None."""
     return getattr(getattr(trainer, "_trainer", None), "optimizer", None)
+
+
+_C_ROW = re.compile(r"^(detectron2\._C\s+)not built correctly:.*$", re.M)
+_C_NOTE = "not built: Python-only install (the project needs none of its compiled ops)"
+
+
+class _EnvironmentTableNote(logging.Filter):
+    """Rewrites the ``detectron2._C`` row of ``default_setup``'s environment table."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Environment info:"):
+            record.msg = _C_ROW.sub(lambda m: m.group(1) + _C_NOTE, record.msg)
+        return True
+
+
+def explain_environment_table() -> None:
+    """
+    Before Detectron2's ``default_setup``: its environment table says that ``detectron2._C`` is
+    "not built correctly" and torch warns "No CUDA runtime is found" on a CPU machine, which read
+    like a broken install; on a Python-only Detectron2 without CUDA neither is a fault, so the row
+    says what it means and torch's warning is not shown. Idempotent.
+    """
+    if not torch.cuda.is_available():  # with CUDA, a missing CUDA runtime is worth a warning
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    d2 = logging.getLogger("detectron2")
+    if not any(isinstance(f, _EnvironmentTableNote) for f in d2.filters):
+        d2.addFilter(_EnvironmentTableNote())

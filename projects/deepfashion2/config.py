@@ -77,5 +77,8 @@ def add_deepfashion2_config(cfg: CN) -> None:
     cfg.MODEL.ROI_MATCH_HEAD.IMAGE_CONV_DIM = 16
     # True: the matching loss trains the matching head only, not the shared backbone and FPN.
     cfg.MODEL.ROI_MATCH_HEAD.DETACH_FEATURES = False
+    # > 0: also a proxy loss over every training identity, hashed into this many learned proxies
+    # (MatchEmbeddingHead's proxy_identity_loss: the same-category negatives a batch lacks).
+    cfg.MODEL.ROI_MATCH_HEAD.NUM_PROXIES = 0
     # Foreground RoIs of paired garments per image that the loss sees (random subset).
     cfg.MODEL.ROI_MATCH_HEAD.MAX_ROIS_PER_IMAGE = 32

@@ -59,13 +59,38 @@ def cross_image_contrastive_loss(
     return per_anchor.mean()
 
 
+def proxy_slots(ids: torch.Tensor, num_proxies: int) -> torch.Tensor:
+    """
+    (R,) garment identities (>= 0) -> (R,) proxy indices in [0, num_proxies): Knuth's
+    multiplicative hash, so that nearby identities (``pair_id * 1000 + style``) spread over the
+    table. Two identities may share a proxy; with n identities about n^2 / (2 P) pairs do, and
+    only those of one category matter to the ranking (it stays within the query's category).
+    """
+    return (ids * 2654435761) % (2**32) % num_proxies
+
+
+def proxy_identity_loss(
+    emb: torch.Tensor, ids: torch.Tensor, proxies: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """
+    Normalised-softmax loss over identity proxies: each RoI's embedding (R, E) against every proxy
+    (P, E), cross-entropy towards its identity's own proxy. Unlike the in-batch contrastive loss,
+    whose negatives are only the other garments of the few images in the batch (mostly of other
+    categories, so it falls to ~0 early), every RoI meets every training identity here, those of
+    its own category with the same colours included: the negatives retrieval must tell apart.
+    """
+    logits = emb @ F.normalize(proxies, dim=1).t() / temperature
+    return F.cross_entropy(logits, proxy_slots(ids, proxies.shape[0]))
+
+
 @ROI_MATCH_HEAD_REGISTRY.register()
 class MatchEmbeddingHead(nn.Module):
     """
     Convs + FC on the pooled RoI features, projected to an L2-normalised embedding. With
     ``image_shape``, the RoI's pooled pixels go through one 3x3 conv (stride 2) and join the
     features at the FC: the colour and pattern that tell one garment from another of its category.
-    Training: a cross-image contrastive loss on foreground RoIs of paired garments.
+    Training: a cross-image contrastive loss on foreground RoIs of paired garments, plus, with
+    ``num_proxies > 0``, a proxy loss over every training identity (:func:`proxy_identity_loss`).
     Inference: sets ``pred_embeddings`` (R_i, E) on each image's instances.
     """
 
@@ -83,6 +108,7 @@ class MatchEmbeddingHead(nn.Module):
         conv_norm: str = "",
         image_shape: ShapeSpec | None = None,
         image_conv_dim: int = 16,
+        num_proxies: int = 0,
     ):
         super().__init__()
         c = input_shape.channels
@@ -114,6 +140,12 @@ class MatchEmbeddingHead(nn.Module):
         self.temperature = temperature
         self.loss_weight = loss_weight
         self.max_rois_per_image = max_rois_per_image
+        # (P, E) one learned point per identity (hashed), unit length at the start
+        self.proxies = (
+            nn.Parameter(F.normalize(torch.randn(num_proxies, embed_dim), dim=1))
+            if num_proxies > 0
+            else None
+        )
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_uniform_(m.weight, a=1)
@@ -134,6 +166,7 @@ class MatchEmbeddingHead(nn.Module):
             "loss_weight": mh.LOSS_WEIGHT,
             "max_rois_per_image": mh.MAX_ROIS_PER_IMAGE,
             "conv_norm": mh.NORM,
+            "num_proxies": mh.NUM_PROXIES,
         }
 
     def embeddings(self, x: torch.Tensor, pixels: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,7 +201,14 @@ class MatchEmbeddingHead(nn.Module):
         loss = cross_image_contrastive_loss(emb, ids, images, self.temperature)
         if loss is None:  # no pair in this batch: keep every parameter in the graph (DDP)
             loss = sum(p.sum() for p in self.parameters()) * 0.0
-        return {"loss_match": loss * self.loss_weight}
+        losses = {"loss_match": loss * self.loss_weight}
+        if self.proxies is not None:
+            if len(ids):
+                loss = proxy_identity_loss(emb, ids, self.proxies, self.temperature)
+            else:
+                loss = self.proxies.sum() * 0.0
+            losses["loss_match_proxy"] = loss * self.loss_weight
+        return losses
 
     def select_training_rois(self, proposals: list[Instances]) -> list[Instances]:
         """Foreground RoIs of paired garments (``gt_match_ids >= 0``), at most N per image."""
