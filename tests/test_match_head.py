@@ -1,4 +1,4 @@
-"""The matching head's pixel branch (MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION)."""
+"""The matching head: its pixel branch (IMAGE_POOLER_RESOLUTION) and its proxy loss (NUM_PROXIES)."""
 
 import pytest
 import torch
@@ -10,6 +10,7 @@ from detectron2.structures import Boxes, Instances
 from deepfashion2 import add_deepfashion2_config
 from deepfashion2.model_zoo import get_config_file
 from deepfashion2.modeling import build_match_head
+from deepfashion2.modeling.match_head import proxy_identity_loss, proxy_slots
 
 
 def _cfg(image_resolution=14, backbone=None):
@@ -111,3 +112,59 @@ def test_detached_features_keep_the_match_loss_out_of_the_backbone(detach):
     reached = [f for f in heads.match_in_features if feats[f].grad is not None]
     assert bool(reached) != detach
     assert heads.match_head.fc.weight.grad.abs().sum() > 0  # the head itself always learns
+
+
+def test_proxy_slots_spread_identities_numbered_as_the_dataset_numbers_them():
+    ids = torch.tensor([p * 1000 + s for p in range(1, 101) for s in (1, 2)])  # the demo's
+    slots = proxy_slots(ids, 4096)
+    assert len(set(slots.tolist())) == 200 and 0 <= int(slots.min()) and int(slots.max()) < 4096
+    assert proxy_slots(torch.tensor([1001, 1002, 2001]), 4096).tolist() == [2670, 1106, 2809]
+    # numbered like the real set (15,000 pairs, 3 styles): fewer shared slots than at random
+    # (45,000 uniform draws of 65,536 fill ~32,500); the low bits alone would fill 24,576
+    real = torch.tensor([p * 1000 + s for p in range(1, 15001) for s in (1, 2, 3)])
+    assert len(set(proxy_slots(real, 65536).tolist())) > 40000
+
+
+def test_proxy_loss_prefers_each_identity_at_its_own_proxy():
+    torch.manual_seed(0)
+    proxies = torch.nn.functional.normalize(torch.randn(64, 8), dim=1).requires_grad_()
+    ids = torch.tensor([1001, 1002, 2001, 2002])
+    own = torch.nn.functional.normalize(proxies[proxy_slots(ids, 64)].detach(), dim=1)
+    good = proxy_identity_loss(own, ids, proxies, 0.1)
+    bad = proxy_identity_loss(own[[1, 0, 3, 2]], ids, proxies, 0.1)
+    assert good < 0.5 < bad
+    bad.backward()
+    assert proxies.grad.abs().sum() > 0
+
+
+def test_head_with_proxies_adds_their_loss_and_keeps_every_parameter_in_the_graph():
+    torch.manual_seed(0)
+    cfg = _cfg(0)
+    cfg.MODEL.ROI_MATCH_HEAD.NUM_PROXIES = 32
+    shape = ShapeSpec(channels=8, height=7, width=7)
+    head = build_match_head(cfg, shape).train()
+    assert head.proxies.shape == (32, cfg.MODEL.ROI_MATCH_HEAD.EMBED_DIM)
+    x = torch.randn(4, 8, 7, 7)
+    insts = []
+    for _ in range(2):
+        inst = Instances((64, 64))
+        inst.gt_match_ids = torch.tensor([1001, 2001])
+        insts.append(inst)
+    losses = head(x, insts)
+    assert set(losses) == {"loss_match", "loss_match_proxy"} and losses["loss_match_proxy"] > 0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())
+    head.zero_grad(set_to_none=True)
+    empty = [inst[:0] for inst in insts]  # no paired garment in the batch: zero, still in the graph
+    losses = head(x[:0], empty)
+    assert float(losses["loss_match_proxy"]) == 0.0
+    sum(losses.values()).backward()
+    assert all(p.grad is not None for p in head.parameters())
+
+
+@pytest.mark.parametrize("name,proxies", [("EfficientNet-Lite0-CPU", 4096), ("Mini-CPU", 0)])
+def test_demo_config_trains_with_proxies(name, proxies):
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    cfg.merge_from_file(get_config_file(name))  # Mini-CPU: as its figures were measured
+    assert cfg.MODEL.ROI_MATCH_HEAD.NUM_PROXIES == proxies
