@@ -1,4 +1,4 @@
-"""The matching head: its pixel branch (IMAGE_POOLER_RESOLUTION) and its proxy loss (NUM_PROXIES)."""
+"""The matching head: its pixel branch (IMAGE_POOLER_RESOLUTION), its proxy loss (NUM_PROXIES)."""
 
 import pytest
 import torch

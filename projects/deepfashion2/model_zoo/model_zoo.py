@@ -21,7 +21,7 @@ CHECKPOINTS: dict[str, dict[str, str]] = {
     },
     "DeepFashion2/EfficientNet-Lite0-CPU": {
         "file": "EfficientNet-Lite0-CPU.pth",
-        "sha256": "3ca37cb45dceef3b2a5052640fc81a1bf6bd464cfe39a772f79a469136646d48",
+        "sha256": "129b1d65d37ca4920280d2bba6b5fc877730958b6afa4f0c499e99770e0c85ee",
     },
 }
 
