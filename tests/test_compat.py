@@ -90,3 +90,28 @@ def test_backports_are_applied_only_where_needed():
     else:
         assert set(applied) == {"MapDataset.__getitem__", "hooks.LRScheduler.state_dict"}
         assert not compat.trainer_saves_optimizer() and not compat.launch_supports_cpu()
+
+
+def test_environment_table_explains_the_missing_compiled_ops():
+    import logging
+
+    from detectron2.utils.collect_env import collect_env_info
+    from detectron2.utils.logger import setup_logger
+
+    table = collect_env_info()
+    compat.explain_environment_table()
+    compat.explain_environment_table()  # idempotent: one filter
+    logger = setup_logger(name="detectron2")  # what default_setup logs through (no propagation)
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logger.addHandler(handler)
+    try:
+        logger.info("Environment info:\n" + table)
+    finally:
+        logger.removeHandler(handler)
+    (logged,) = seen
+    assert "not built correctly" not in logged
+    if "not built correctly" in table:  # a Python-only Detectron2 (both in this suite)
+        assert compat._C_NOTE in logged
+    assert logged.count("\n") == table.count("\n") + 1  # the rest of the table as it was
