@@ -21,6 +21,23 @@ def run_json_child(script: str, *args: str, env: dict | None = None) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def eval_only(run_dir: str, weights: str, out: str, opts=(), folder: str = "inference") -> dict:
+    """
+    ``tools/train_net.py --eval-only`` of a demo run (its ``config.yaml``) with ``weights``, in a
+    fresh process writing to ``out``; the results dict it saved in ``out/<folder>`` (``inference``,
+    or ``inference_TTA`` for the TTA pass).
+    """
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+    subprocess.run(
+        [sys.executable, os.path.join(root, "tools", "train_net.py"), "--eval-only",
+         "--config-file", os.path.join(run_dir, "config.yaml"), "OUTPUT_DIR", out,
+         "MODEL.WEIGHTS", weights, *opts],
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    with open(os.path.join(out, folder, "deepfashion2_metrics.json")) as f:
+        return json.load(f)
+
+
 def multipart(field: str, data: bytes, filename: str = "photo.jpg") -> tuple[bytes, dict]:
     """(body, headers) of a multipart/form-data upload of ``data`` in ``field``: one file, as a
     browser's form sends it (the search service's API)."""

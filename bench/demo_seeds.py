@@ -30,7 +30,7 @@ import tempfile
 import time
 
 import numpy as np
-from _common import cpu_model, write_json
+from _common import cpu_model, eval_only, write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 METRICS = [
@@ -103,14 +103,7 @@ def learning_curve(run_dir: str) -> dict:
     for name in ckpts:
         it = int(name[6:13]) + 1 if name != "model_final.pth" else last
         out = os.path.join(run_dir, "curve", str(it))
-        subprocess.run(
-            [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--eval-only",
-             "--config-file", os.path.join(run_dir, "config.yaml"), "OUTPUT_DIR", out,
-             "MODEL.WEIGHTS", os.path.join(run_dir, name)],
-            check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        with open(os.path.join(out, "inference", "deepfashion2_metrics.json")) as f:
-            res = json.load(f)
+        res = eval_only(run_dir, os.path.join(run_dir, name), out)
         curve[it] = {f"{t}/{k}": res[t][k] for t, k in METRICS if t in res and k in res[t]}
         print(f"  iteration {it}: box AP {curve[it]['bbox/AP']:.1f}", flush=True)
     return curve

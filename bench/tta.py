@@ -19,12 +19,10 @@ import argparse
 import json
 import os
 import re
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
-from _common import cpu_model, write_json
+from _common import cpu_model, eval_only, write_json
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 METRICS = [
@@ -50,15 +48,8 @@ def evaluate(run_dir: str, opts: list[str], out: str) -> tuple[dict, float]:
     (results, seconds per image of the detection pass) of one --eval-only; with TEST.AUG the
     TTA pass's (it runs after the plain one, as in Detectron2's train_net).
     """
-    subprocess.run(
-        [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--eval-only",
-         "--config-file", os.path.join(run_dir, "config.yaml"), "OUTPUT_DIR", out,
-         "MODEL.WEIGHTS", os.path.join(run_dir, "model_final.pth"), *opts],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    folder = "inference_TTA" if opts else "inference"
-    with open(os.path.join(out, folder, "deepfashion2_metrics.json")) as f:
-        res = json.load(f)
+    weights = os.path.join(run_dir, "model_final.pth")
+    res = eval_only(run_dir, weights, out, opts, "inference_TTA" if opts else "inference")
     # Detectron2's inference_on_dataset: "Total inference time: ... (X s / iter per device, ...)"
     # per pass: detected boxes, then ground-truth boxes; plain first, then TTA
     with open(os.path.join(out, "log.txt")) as f:
