@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 
 
@@ -36,6 +38,24 @@ def eval_only(run_dir: str, weights: str, out: str, opts=(), folder: str = "infe
     )  # fmt: skip
     with open(os.path.join(out, folder, "deepfashion2_metrics.json")) as f:
         return json.load(f)
+
+
+def wait_until_serving(proc: subprocess.Popen, port: int, timeout: float = 180.0) -> str | None:
+    """Poll ``GET /healthz`` of the server ``proc`` started on 127.0.0.1:``port`` until it answers
+    200; None then, else why not (the process ended, another status, no answer in time)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"the server exited with status {proc.returncode}"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/healthz")
+            status = conn.getresponse().status
+            conn.close()
+            return None if status == 200 else f"/healthz answered {status}"
+        except OSError:
+            time.sleep(0.2)
+    return f"no answer on /healthz within {timeout:.0f} s"
 
 
 def multipart(field: str, data: bytes, filename: str = "photo.jpg") -> tuple[bytes, dict]:

@@ -26,7 +26,7 @@ import threading
 import time
 
 import numpy as np
-from _common import cpu_model, multipart, write_json
+from _common import cpu_model, multipart, wait_until_serving, write_json
 
 from deepfashion2 import compat
 
@@ -119,16 +119,9 @@ def main() -> None:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(600):
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            raise SystemExit("the server did not start")
+        error = wait_until_serving(server, port)
+        if error:
+            raise SystemExit(f"the server did not start: {error}")
         _post(port, photos[0])  # warm-up: first inference
         if args.screenshot:
             import _browser

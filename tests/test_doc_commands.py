@@ -23,9 +23,9 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
+from _common import wait_until_serving
 from conftest import ROOT
 from test_docs import DOCS, _commands
 
@@ -137,16 +137,10 @@ def _serve(words: list[str], w, env) -> str:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                return f"exited {proc.returncode}: {proc.stdout.read()[-2000:]}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
-                    return "" if r.status == 200 else f"/healthz: {r.status}"
-            except OSError:
-                time.sleep(0.5)
-        return "no answer on /healthz within 180 s"
+        error = wait_until_serving(proc, port)
+        if error and proc.poll() is not None:
+            error += f": {proc.stdout.read()[-2000:]}"
+        return error or ""
     finally:
         proc.send_signal(signal.SIGINT)
         try:
