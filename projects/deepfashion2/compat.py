@@ -36,7 +36,6 @@ Each entry: the difference; which Detectron2 needs it; where it is applied.
   (:class:`deepfashion2.modeling.DeepFashion2RCNNWithTTA`), and ``Checkpointer._load_file /
   _load_model / _log_incompatible_keys`` (:class:`deepfashion2.engine.DeepFashion2Checkpointer`).
   ``tests/`` runs both on both Detectron2s.
-
 - ``default_setup`` logs Detectron2's environment table, whose ``detectron2._C  not built
   correctly`` row (and torch's "No CUDA runtime is found" warning on a machine without CUDA) reads
   like a broken install on the v0.6 wheel, which has no compiled ops by design.
