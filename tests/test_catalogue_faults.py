@@ -5,6 +5,7 @@ Catalogues here are written directly (no model needed) except where search itsel
 """
 
 import errno
+import io
 import json
 import os
 import shutil
@@ -16,6 +17,7 @@ import pytest
 
 from deepfashion2.retrieval import Catalogue, CatalogueError, CatalogueMismatchError
 from deepfashion2.retrieval import catalogue as C
+from deepfashion2.utils import checked
 
 IDENT = {"config": "x", "weights_sha256": "w" * 64, "embed_dim": 8, "policy": {}}
 
@@ -46,6 +48,23 @@ def _shard(folder) -> str:
     return os.path.join(shards, sorted(os.listdir(shards))[0])
 
 
+def _npy(array) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _reforge_manifest(folder):
+    """What a hostile folder does: a manifest that matches whatever the files now hold."""
+    path = os.path.join(folder, "manifest.json")
+    manifest = json.load(open(path))
+    for name in manifest["files"]:
+        manifest["files"][name] = checked.write_bytes(
+            os.path.join(folder, name), open(os.path.join(folder, name), "rb").read()
+        )
+    checked.write_bytes(path, json.dumps(manifest).encode())
+
+
 def _flip_bit(path, offset_from_end=3, bit=6):
     data = bytearray(open(path, "rb").read())
     data[-offset_from_end] ^= 1 << bit
@@ -59,7 +78,7 @@ def _flip_bit(path, offset_from_end=3, bit=6):
         (lambda s: _flip_bit(os.path.join(s, "categories.npy"), 8, 4), "categories.npy: damaged"),
         (lambda s: open(os.path.join(s, "images.json"), "w").write("[]"), "images.json: damaged"),
         (lambda s: os.remove(os.path.join(s, "scores.npy")), "scores.npy: missing"),
-        (lambda s: os.remove(os.path.join(s, "manifest.json")), "manifest.json: unreadable"),
+        (lambda s: os.remove(os.path.join(s, "manifest.json")), "manifest.json: missing"),
     ],
 )
 def test_a_damaged_shard_is_refused_by_name(tmp_path, damage, message, caplog):
@@ -87,8 +106,8 @@ def test_consistent_but_invalid_contents_are_refused(tmp_path):
     manifest = json.load(open(os.path.join(shard, "manifest.json")))
 
     def rewrite(name, array):
-        manifest["files"][name] = C._write_npy(os.path.join(shard, name), array)
-        C._write(os.path.join(shard, "manifest.json"), json.dumps(manifest).encode())
+        manifest["files"][name] = checked.write_bytes(os.path.join(shard, name), _npy(array))
+        checked.write_bytes(os.path.join(shard, "manifest.json"), json.dumps(manifest).encode())
 
     cats = np.load(os.path.join(shard, "categories.npy"))
     rewrite("categories.npy", np.where(np.arange(len(cats)) == 0, 29, cats))
@@ -142,10 +161,8 @@ def test_a_swapped_faiss_file_is_rebuilt_not_used(tmp_path, caplog):
     (index,) = [os.path.join(folder, "index", n) for n in os.listdir(folder / "index")]
     a, b = os.path.join(index, "3.faiss"), os.path.join(index, "5.faiss")
     os.rename(a, a + ".x"), os.rename(b, a), os.rename(a + ".x", b)
-    # a hostile folder fixes the listing too: the probe still finds the swap
-    listing = {n: C._write(os.path.join(index, n), open(os.path.join(index, n), "rb").read())
-               for n in ("3.faiss", "5.faiss")}  # fmt: skip
-    C._write(os.path.join(index, "index.json"), json.dumps(listing).encode())
+    # a hostile folder fixes the manifest too: the probe still finds the swap
+    _reforge_manifest(index)
     again = Catalogue(str(folder))
     assert again.search(e.embeddings, e.categories, 5) == want
     assert "saved index not used, rebuilt" in caplog.text
@@ -173,7 +190,7 @@ def test_a_read_only_catalogue_searches_with_an_index_in_memory(tmp_path, monkey
     def read_only(parent):
         raise OSError(errno.EROFS, "Read-only file system", parent)
 
-    monkeypatch.setattr(C, "temporary_folder", read_only)
+    monkeypatch.setattr(checked, "temporary_folder", read_only)
     e = cat.entries()
     found = cat.search(e.embeddings[:2], e.categories[:2], 3, same_category=False)
     assert found[0][0]["item"] == 0
@@ -218,7 +235,7 @@ def test_another_image_folder_is_refused(tmp_path):
 
 def test_a_full_disk_is_reported_with_the_path():
     with pytest.raises(OSError, match="no space left on the device writing /dev/full"):
-        C._write("/dev/full", b"x" * 100_000)
+        checked.write_bytes("/dev/full", b"x" * 100_000)
 
 
 def test_pictures_of_photos_with_one_base_name_do_not_overwrite_each_other():
@@ -233,5 +250,5 @@ def test_an_old_format_catalogue_is_refused_with_what_to_do(tmp_path):
     folder = tmp_path / "old"
     folder.mkdir()
     (folder / "catalogue.json").write_text(json.dumps({"format": 1, **IDENT}))
-    with pytest.raises(CatalogueError, match="format 1, expected 2: index the images again"):
+    with pytest.raises(CatalogueError, match="format 1, expected 3: index the images again"):
         Catalogue(str(folder))

@@ -8,11 +8,15 @@ clients, and the page in a real browser (Debian's Chromium, driven by Selenium).
 import http.client
 import json
 import os
+import select
+import shutil
+import socket
 import struct
 import threading
 import time
 import zlib
 
+import numpy as np
 import pytest
 from _common import multipart
 from conftest import script_module
@@ -31,6 +35,12 @@ def server(catalogue_setup):
     from deepfashion2.apps.serve import create_app
 
     cfg, shop, users, tmp = catalogue_setup
+    # the shop folder with a file whose name is not UTF-8 (any bytes but / are a Linux name)
+    shop_copy = str(tmp / "served_shop")
+    shutil.copytree(shop, shop_copy)
+    first = sorted(os.listdir(shop_copy))[0]
+    os.rename(os.path.join(shop_copy, first), os.path.join(os.fsencode(shop_copy), b"caf\xe9.jpg"))
+    shop = shop_copy
     cat = str(tmp / "served")
     index_images(cfg, shop, cat, progress=False)
     port = compat.free_port()
@@ -43,7 +53,7 @@ def server(catalogue_setup):
             break
         time.sleep(0.05)
     assert srv.started
-    yield {"port": port, "catalogue": cat, "users": users, "cfg": cfg}
+    yield {"port": port, "catalogue": cat, "users": users, "cfg": cfg, "shop": shop}
     srv.should_exit = True
     thread.join(timeout=10)
 
@@ -127,7 +137,7 @@ def test_bad_input_gets_a_4xx_and_one_line_and_the_service_keeps_serving(server)
         (search(port, b""), 400, "empty upload"),
         (search(port, _png_header(100_000, 100_000)), 400, "pixels"),
         (search(port, photo, field="picture"), 400, "multipart field 'image'"),
-        (search(port, b"\xff" * (3 << 20)), 413, "upload over"),
+        (_oversize(port, 3 << 20, chunked=False)[:2], 413, "upload over"),
         (search(port, photo, query="top_k=0"), 422, "top_k"),
         (search(port, photo, query="top_k=10000000000000"), 422, "top_k"),
         (search(port, photo, query="min_score=nan"), 422, "min_score"),
@@ -207,3 +217,185 @@ def test_the_command_refuses_other_weights_at_start_up(server, tmp_path):
     with pytest.raises(SystemExit) as e:
         tool.main(["--catalogue", server["catalogue"], "MODEL.WEIGHTS", str(other)])
     assert "was built with weights" in str(e.value.code) and "\n" not in str(e.value.code)
+
+
+def _oversize(port, total: int, chunked: bool, piece: int = 64 * 1024):
+    """
+    Upload ``total`` bytes as a client that keeps sending until the server answers: (status,
+    body, bytes it managed to send). With a ``Content-Length``, the answer is awaited before the
+    body is sent (as a client that honours ``Expect``-style early answers does).
+    """
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    head = "POST /search HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+    head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {total}\r\n\r\n"
+    sock.sendall(head.encode())
+    sent, answer = 0, b""
+    part = b'--b\r\nContent-Disposition: form-data; name="image"; filename="x.jpg"\r\n\r\n'
+    try:
+        while sent < total and not select.select([sock], [], [], 0 if chunked else 5)[0]:
+            block = (part if sent == 0 else b"") + b"\xff" * piece
+            sock.sendall(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
+            sent += piece
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # cut off: the answer came before it
+    try:
+        while data := sock.recv(65536):
+            answer += data
+    except ConnectionResetError:  # the unread rest of the upload resets the connection
+        pass
+    finally:
+        sock.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = int(head.split()[1]) if head else 0
+    return status, json.loads(body or b"{}"), sent
+
+
+def test_an_upload_over_the_cap_is_cut_off_whatever_its_encoding(server):
+    """A chunked upload (no Content-Length) is counted as it arrives: 413 once past the cap
+    (2 MiB here), and the client is cut off long before it has sent its 64 MiB."""
+    status, body, sent = _oversize(server["port"], 64 << 20, chunked=True)
+    assert status == 413 and "upload over" in body["error"], (status, body)
+    assert sent < 24 << 20
+    status, body, sent = _oversize(server["port"], 64 << 20, chunked=False)
+    assert status == 413 and sent == 0  # answered from the header, before any of the body
+    status, _, _ = _request(server["port"], "GET", "/healthz")
+    assert status == 200
+
+
+def test_the_body_guard_reads_at_most_the_cap_plus_one_read():
+    """The ASGI guard alone: an endless body of 1 MiB reads stops after cap / 1 MiB + 1 reads,
+    and a body that stalls is answered 408."""
+    import asyncio
+
+    from deepfashion2.apps.serve.guard import BodyGuard
+
+    async def app(scope, receive, send):  # reads the whole body, as a form parser does
+        while (await receive()).get("more_body"):
+            pass
+        raise AssertionError("an endless body ended")
+
+    async def run(receive, **kw):
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        scope = {"type": "http", "method": "POST", "path": "/search", "headers": []}
+        await BodyGuard(app, max_bytes=4 << 20, **kw)(scope, receive, send)
+        return sent[0]["status"], json.loads(sent[1]["body"])["error"]
+
+    reads = []
+
+    async def endless():
+        reads.append(1)
+        return {"type": "http.request", "body": b"x" * (1 << 20), "more_body": True}
+
+    assert asyncio.run(run(endless)) == (413, "upload over 4194304 bytes")
+    assert len(reads) == 5
+
+    async def stalls():
+        await asyncio.sleep(10)
+
+    status, error = asyncio.run(run(stalls, read_timeout=0.2))
+    assert status == 408 and "stalled" in error
+
+
+def test_a_client_slow_with_its_headers_is_cut_off(server, monkeypatch):
+    """Slowloris: headers trickled byte by byte are cut off at the header deadline."""
+    import uvicorn
+
+    from deepfashion2.apps.serve import create_app
+    from deepfashion2.apps.serve.guard import HeaderTimeoutProtocol
+
+    monkeypatch.setattr(HeaderTimeoutProtocol, "header_timeout", 1.0)
+    port = compat.free_port()
+    app = create_app(server["catalogue"])
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
+                                        http=HeaderTimeoutProtocol))  # fmt: skip
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(300):
+            if srv.started:
+                break
+            time.sleep(0.05)
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        t0, closed = time.monotonic(), False
+        try:
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+                sock.sendall(bytes([byte]))
+                time.sleep(0.1)
+                if select.select([sock], [], [], 0)[0] and sock.recv(1) == b"":
+                    closed = True
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+        sock.close()
+        assert closed and time.monotonic() - t0 < 5
+        # an honest client on a kept-alive connection is served twice
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        for _ in range(2):
+            conn.request("GET", "/healthz")
+            assert conn.getresponse().read()
+        conn.close()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_a_name_that_is_not_utf8_is_served_and_shown_escaped(server):
+    port = server["port"]
+    query = "min_score=0&max_garments=1&top_k=1000&all_categories=true"
+    status, answer = search(port, open(server["users"][0], "rb").read(), query)
+    assert status == 200
+    names = {m["image"]: m["item"] for g in answer["garments"] for m in g["matches"]}
+    escaped = "caf\\xe9.jpg"  # its bytes, escaped
+    assert escaped in names
+    status, ctype, data = _request(port, "GET", f"/items/{names[escaped]}/image")
+    assert status == 200 and ctype == "image/jpeg"
+    assert data == open(os.path.join(os.fsencode(server["shop"]), b"caf\xe9.jpg"), "rb").read()
+
+
+def test_only_the_images_that_were_indexed_are_served(server, tmp_path):
+    """
+    A hostile catalogue (made with the library, so its manifests are right) whose items are a link
+    to /etc/passwd, an HTML file named as an image, a forged huge box, or whose recorded image
+    folder is /etc: none of them is served, and a wrong folder is refused at start-up.
+    """
+    from deepfashion2.apps.catalogue.embed import UnreadableImageError, image_type
+    from deepfashion2.apps.serve import create_app
+    from deepfashion2.apps.serve.app import _crop
+    from deepfashion2.retrieval import Catalogue, CatalogueError
+
+    shop = tmp_path / "shop"
+    shutil.copytree(server["shop"], shop)
+    e = Catalogue(server["catalogue"]).entries()
+    config = open(os.path.join(server["catalogue"], "config.yaml")).read()
+    identity = Catalogue(server["catalogue"]).identity
+
+    def hostile(name, images, sizes=None):
+        cat = Catalogue.create(str(tmp_path / name), identity, config, images_root=str(shop))
+        dets = [(np.array([[0, 0, 1e9, 1e9]]), np.array([int(e.categories[0])]), np.array([0.9]),
+                 e.embeddings[:1]) for _ in images]  # fmt: skip
+        cat.add(images, dets, image_bytes=sizes)
+        return cat
+
+    (shop / "page.jpg").write_text("<html><script>alert(1)</script></html>")
+    hostile("html", [e.images[0], "page.jpg"])
+    service = create_app(str(tmp_path / "html")).state.service
+    rows = {service.entries.images[i]: r for r, i in enumerate(service.entries.image)}
+    with pytest.raises(UnreadableImageError, match="not an image"):
+        image_type(service.item_path(rows["page.jpg"]))  # so /items/{id}/image answers 404
+    crop = _crop(service.item_path(rows[e.images[0]]), [0, 0, 1e9, 1e9])  # clipped, no bomb
+    assert crop[:2] == b"\xff\xd8"
+    # images.json refuses "../"; a link inside the folder to a file outside it is the way round
+    os.symlink("/etc/passwd", shop / "passwd.jpg")
+    cat = hostile("link", ["passwd.jpg"], [os.path.getsize("/etc/passwd")])
+    with pytest.raises(CatalogueError, match="does not hold this catalogue's image passwd.jpg"):
+        create_app(str(tmp_path / "link"))
+    assert cat.image_path(os.path.realpath(shop), 0) is None
+    # the recorded image folder changed to /etc: refused at start-up, in one line, by name
+    meta = json.load(open(tmp_path / "html" / "catalogue.json"))
+    json.dump({**meta, "images_root": "/etc"}, open(tmp_path / "html" / "catalogue.json", "w"))
+    with pytest.raises(CatalogueError, match="^/etc: does not hold this catalogue's image"):
+        create_app(str(tmp_path / "html"))

@@ -66,6 +66,9 @@ def main(argv=None) -> dict:
     p.add_argument("--input", nargs="+", required=True, help="photos to search with")
     p.add_argument("--top-k", type=top_k, default=20)
     p.add_argument("--output", help="write results.json and one picture per photo here")
+    p.add_argument(
+        "--images", help="the shop images, for the pictures (default: the folder indexed)"
+    )
     p.add_argument("--json", action="store_true", help="print the full JSON, not the summary")
     p.add_argument(
         "--all-categories", action="store_true", help="rank the whole catalogue, not only items "
@@ -102,6 +105,7 @@ def main(argv=None) -> dict:
             output=args.output,
             opts=args.opts,
             same_category=False if args.all_categories else None,
+            image_root=args.images,
             **policy,
         )
     except (CatalogueError, UnreadableImageError, OSError, ValueError) as e:

@@ -12,7 +12,6 @@ plain one. Deterministic for a given seed.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import logging
 import os
 import shutil
@@ -24,7 +23,7 @@ import orjson
 from PIL import Image, ImageDraw
 
 from ..landmarks import CATEGORIES, NECKLINE_CATEGORIES, OUTWEAR_CATEGORIES, Category
-from ..utils.files import remove_dead_temporaries, temporary_folder
+from ..utils.files import locked, remove_dead_temporaries, temporary_folder
 
 logger = logging.getLogger(__name__)
 
@@ -442,8 +441,7 @@ def ensure_mini_split(split: str, root: str | None = None, seed: int = 2019) -> 
     if done():
         return out
     os.makedirs(root, exist_ok=True)
-    with open(os.path.join(root, f".{split}.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+    with locked(os.path.join(root, f".{split}.lock")):
         if not done():  # nobody generated it while this process waited
             num, offset = MINI_SPLITS[split]
             remove_dead_temporaries(root)  # of generators killed midway

@@ -6,8 +6,6 @@ millions). Embeddings are L2-normalised, so inner product = cosine similarity.
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
@@ -48,25 +46,43 @@ class GalleryIndex:
         else:
             self._index = _build_ivf(emb, nlist, nprobe, seed)
 
-    def save(self, path: str) -> None:
-        """FAISS: the trained index (``faiss.write_index``); exact: nothing (its embeddings)."""
-        if self.kind == "faiss":
-            import faiss
+    def to_bytes(self) -> bytes | None:
+        """FAISS: the trained index, serialised; exact: None (it is its embeddings)."""
+        if self.kind != "faiss":
+            return None
+        import faiss
 
-            faiss.write_index(self._index, path)
+        return faiss.serialize_index(self._index).tobytes()
 
     @classmethod
-    def load(cls, path: str | None, embeddings: np.ndarray) -> "GalleryIndex":
-        """The index :meth:`save` wrote (FAISS), or an exact one over ``embeddings``."""
-        if path is None:
+    def from_bytes(cls, data: bytes | None, embeddings: np.ndarray) -> "GalleryIndex":
+        """
+        The index :meth:`to_bytes` gave (FAISS), or an exact one over ``embeddings``. A FAISS
+        index is refused (``ValueError``) unless it is an inner-product IVF index over exactly
+        these rows: every stored id once, each within ``0..len(embeddings) - 1``.
+        """
+        if data is None:
             return cls(embeddings, "exact")
         import faiss
 
         self = cls.__new__(cls)
-        self._index = faiss.read_index(path)
+        self._index = faiss.deserialize_index(np.frombuffer(data, np.uint8))
         self.kind, self.size, self.dim = "faiss", self._index.ntotal, self._index.d
-        if self.size != len(embeddings):
-            raise ValueError(f"{path}: index of {self.size} items, gallery of {len(embeddings)}")
+        emb = np.asarray(embeddings)
+        if self.size != len(emb) or self.dim != emb.shape[1]:
+            raise ValueError(f"an index of {self.size} x {self.dim}, gallery {emb.shape}")
+        if self._index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise ValueError("not an inner-product index")
+        ivf = faiss.extract_index_ivf(self._index)  # RuntimeError if it is not an IVF index
+        lists = ivf.invlists
+        ids = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(ivf.nlist)
+            if lists.list_size(i)
+        ]
+        ids = np.sort(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
+        if not np.array_equal(ids, np.arange(self.size)):
+            raise ValueError("its ids are not the gallery's rows, each once")
         return self
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -158,24 +174,33 @@ class GroupedIndex:
             rows[sel] = np.where(ids >= 0, self.rows[int(c)][np.maximum(ids, 0)], -1)
         return scores, rows
 
-    def save(self, folder: str) -> None:
-        """Each category's FAISS index as ``<folder>/<category>.faiss`` (exact ones need none)."""
-        os.makedirs(folder, exist_ok=True)
+    def to_files(self) -> dict[str, bytes]:
+        """Each category's FAISS index as ``<category>.faiss`` (exact ones need none)."""
+        out = {}
         for c, index in self.indexes.items():
-            index.save(os.path.join(folder, f"{c}.faiss"))
+            data = index.to_bytes()
+            if data is not None:
+                out[f"{c}.faiss"] = data
+        return out
 
     @classmethod
-    def load(
-        cls, folder: str, embeddings: np.ndarray, categories: np.ndarray, same_category: bool
+    def from_files(
+        cls,
+        files: dict[str, bytes],
+        embeddings: np.ndarray,
+        categories: np.ndarray,
+        same_category: bool,
     ) -> "GroupedIndex":
+        """The index :meth:`to_files` gave, over these rows (``ValueError`` if it does not fit)."""
         self = cls.__new__(cls)
         self.same_category = same_category
         self.embeddings, self.categories = embeddings, np.asarray(categories)
         self.rows = self._groups()
-        self.indexes = {}
-        for c, rows in self.rows.items():
-            path = os.path.join(folder, f"{c}.faiss")
-            self.indexes[c] = GalleryIndex.load(
-                path if os.path.exists(path) else None, embeddings[rows]
-            )
+        unknown = set(files) - {f"{c}.faiss" for c in self.rows}
+        if unknown:
+            raise ValueError(f"index files of no category here: {sorted(unknown)}")
+        self.indexes = {
+            c: GalleryIndex.from_bytes(files.get(f"{c}.faiss"), embeddings[rows])
+            for c, rows in self.rows.items()
+        }
         return self

@@ -7,28 +7,28 @@ On disk (``CAT_DIR``)::
     catalogue.json      format, what identifies the model (config, weights sha256, embedding
                         size), the gallery policy and the image folder; created once, under a lock
     config.yaml         the full config of the model that built it (search rebuilds it from here)
-    shards/<name>/      one batch of indexed images: images.json (their paths, relative to the
-                        image folder, including those without any garment), skipped.json (images
-                        that could not be read, with the reason), boxes.npy (n, 4) XYXY,
-                        categories.npy (n,) 1..13, scores.npy (n,), embeddings.npy (n, E),
-                        image.npy (n,) index into images.json, and manifest.json: the weights'
-                        sha256 and each file's size and CRC-32
-    index/<kind>-<key>/ the search index (FAISS files for large categories) of the shards whose
-                        content hashes to <key>, with index.json (each file's size and CRC-32)
+    shards/<name>/      one batch of indexed images (:mod:`.shards`)
+    index/<kind>-<key>/ the search index of the shards whose content hashes to <key>
+                        (:mod:`.saved_index`)
 
 A catalogue is data, never code, and a damaged one is refused, never answered from:
 
+- everything the project reads or writes inside the folder (``catalogue.json``, ``config.yaml``,
+  ``shards/``, ``index/``, its lock) must be a real file or folder there, not a link out of it:
+  anything else is refused by name at open, before anything is written or deleted; only folders
+  of the project's own names and manifests are ever removed;
 - a shard is written to a temporary folder, its manifest last, and renamed into ``shards/``: it is
   there complete or not at all, so an indexing run killed at any moment loses at most its current
   batch, and a rerun indexes exactly the images no shard holds;
-- at load, every shard file is checked against its manifest (size, CRC-32), the manifest's
-  weights against the catalogue's, and the contents are validated (categories 1..13, image
-  indices within images.json, finite unit-length embeddings, relative image paths): a damaged
+- at load, every shard is checked against its manifest and validated (:mod:`.shards`): a damaged
   shard is refused by name (:class:`CatalogueError`), or skipped with a warning when the catalogue
-  is opened with ``lenient=True``; a symbolic link in ``shards/`` is refused the same way;
-- a saved index is keyed by the shards' content and checked (CRC-32, size, and each category's
-  index must find its own first items): one that does not match is rebuilt. A catalogue that
-  cannot be written to (read-only) keeps a new index in memory.
+  is opened with ``lenient=True``;
+- a saved index that does not match its content, or does not find its own items as themselves,
+  is rebuilt. A catalogue that cannot be written to (read-only) keeps a new index in memory;
+- the image folder is the one recorded at indexing (or given): :meth:`Catalogue.image_folder`
+  checks that it holds the catalogue's images with their recorded sizes, and
+  :meth:`Catalogue.image_path` gives an item's image only inside it and only while it is the file
+  that was indexed.
 
 Entries are ordered by image path at load, so the catalogue's rows do not depend on how the work
 was split into shards.
@@ -36,40 +36,30 @@ was split into shards.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import shutil
-import time
-import uuid
-import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import printable
 from ..evaluation.gallery import EXACT_MAX, GroupedIndex
-from ..landmarks import NUM_CATEGORIES
-from ..utils.files import remove_dead_temporaries, temporary_folder, write_json_atomic
+from ..utils.checked import CheckedFolderError, read_json, write_bytes
+from ..utils.files import locked, remove_dead_temporaries, write_json_atomic
+from .errors import CatalogueError, CatalogueMismatchError
+from .saved_index import load_index, save_index
+from .shards import COLUMNS, Shard, read_shard, stack, write_shard
 
 logger = logging.getLogger(__name__)
 
-FORMAT = 2  # 2: shard manifests, skipped images, content-keyed index
-_COLUMNS = ("boxes", "categories", "scores", "embeddings", "image")
-MANIFEST = "manifest.json"
+FORMAT = 3  # 2: shard manifests, skipped images, content-keyed index; 3: image sizes, kinds
 MAX_TOP_K = 1000  # results per garment: enough for any page, bounded for memory
-_UNIT_TOLERANCE = 1e-3  # |norm - 1| of a stored embedding (float32 rounding is ~1e-7)
+_INDEX_KINDS = ("auto", "exact", "faiss")
+_PROBED_IMAGES = 3  # images whose recorded size is checked in the image folder at open
 
-
-class CatalogueError(ValueError):
-    """A catalogue file that is damaged, or not what a catalogue may hold; the message names it."""
-
-
-class CatalogueMismatchError(CatalogueError):
-    """The catalogue was built by another model (or from another folder) than the one asked."""
+__all__ = ["Catalogue", "CatalogueEntries", "CatalogueError", "CatalogueMismatchError"]
 
 
 @dataclass
@@ -77,6 +67,7 @@ class CatalogueEntries:
     """Every indexed garment, ordered by image path (then detection order)."""
 
     images: list[str]  # (I,) paths relative to the image folder, sorted
+    image_bytes: np.ndarray  # (I,) each image's size when indexed, -1 = unknown
     image: np.ndarray  # (N,) index into images
     boxes: np.ndarray  # (N, 4) XYXY
     categories: np.ndarray  # (N,) 1..13
@@ -85,15 +76,6 @@ class CatalogueEntries:
 
     def __len__(self) -> int:
         return len(self.image)
-
-
-@dataclass
-class _Shard:
-    path: str
-    images: list[str]
-    skipped: dict[str, str]
-    columns: dict[str, np.ndarray]
-    key: str  # digest of the manifest's file list: the shard's content
 
 
 class Catalogue:
@@ -105,19 +87,21 @@ class Catalogue:
         self.folder = folder
         self.lenient = lenient
         meta = os.path.join(folder, "catalogue.json")
-        if not os.path.isfile(meta):
+        if not os.path.lexists(meta):
             raise FileNotFoundError(f"{folder} is not a catalogue (no catalogue.json)")
-        self.meta = _read_json(meta)
+        _check_layout(folder)
+        try:
+            self.meta = read_json(meta)
+        except CheckedFolderError as e:
+            raise CatalogueError(e.path, e.reason) from None
         if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
             found = self.meta.get("format") if isinstance(self.meta, dict) else None
             raise CatalogueError(
-                f"{meta}: catalogue format {found}, expected {FORMAT}: index the images again "
-                "into a new catalogue"
-            )
-        dim = self.meta.get("embed_dim")
-        if not (isinstance(dim, int) and dim > 0 and isinstance(self.meta.get("policy"), dict)):
-            raise CatalogueError(f"{meta}: embed_dim or policy missing or invalid")
-        self._shard_cache: dict[str, _Shard] = {}
+                meta, f"catalogue format {found}, expected {FORMAT}: index the images again "
+                "into a new catalogue",
+            )  # fmt: skip
+        _check_meta(self.meta, meta)
+        self._shard_cache: dict[str, Shard] = {}
         self._entries: CatalogueEntries | None = None
         self._indexes: dict[bool, GroupedIndex] = {}  # by same_category
 
@@ -139,17 +123,18 @@ class Catalogue:
         different models cannot both create it.
         """
         os.makedirs(folder, exist_ok=True)
+        _check_layout(folder)
         meta = os.path.join(folder, "catalogue.json")
         root = os.path.abspath(images_root) if images_root else ""
-        with _locked(folder):
-            if os.path.isfile(meta):
+        with locked(os.path.join(folder, ".lock")):
+            if os.path.lexists(meta):
                 cat = cls(folder, lenient=lenient)
                 cat.check_model(identity)
                 cat.check_images_root(root)
                 return cat
             os.makedirs(os.path.join(folder, "shards"), exist_ok=True)
             if config_yaml:
-                _write(os.path.join(folder, "config.yaml"), config_yaml.encode())
+                write_bytes(os.path.join(folder, "config.yaml"), config_yaml.encode())
             write_json_atomic(meta, {"format": FORMAT, "images_root": root, **identity})
         return cls(folder, lenient=lenient)
 
@@ -173,19 +158,72 @@ class Catalogue:
         for key, what in (("weights_sha256", "weights"), ("embed_dim", "embedding size")):
             if identity.get(key) != mine.get(key):
                 raise CatalogueMismatchError(
-                    f"{self.folder} was built with {what} {mine.get(key)} (config "
+                    self.folder, f"was built with {what} {mine.get(key)} (config "
                     f"{mine.get('config')}), the model here has {identity.get(key)}: their "
                     "embeddings are not comparable. Search with the model that built it, or index "
-                    "the images again into a new catalogue."
-                )
+                    "the images again into a new catalogue.",
+                )  # fmt: skip
 
     def check_images_root(self, root: str) -> None:
         """Refuse to add another image folder's images (their paths would collide)."""
         if root and self.images_root and os.path.abspath(root) != self.images_root:
             raise CatalogueMismatchError(
-                f"{self.folder} indexes the images of {self.images_root}, not {root}: index "
-                "another folder into a new catalogue"
+                self.folder, f"indexes the images of {self.images_root}, not {root}: index "
+                "another folder into a new catalogue",
+            )  # fmt: skip
+
+    # -- the shop images -----------------------------------------------------------------------
+
+    def image_folder(self, root: str | None = None) -> str:
+        """
+        The real path of the folder of the catalogue's images: ``root`` if given, else the one
+        recorded at indexing. Refused unless it exists and holds the catalogue's first images
+        with the sizes recorded when they were indexed.
+        """
+        given = root or self.images_root
+        if not given:
+            raise CatalogueError(
+                self.folder, "records no image folder", "give it: --images /path/to/shop_images"
             )
+        real = os.path.realpath(given)
+        if not os.path.isdir(real):
+            raise CatalogueError(given, "the catalogue's image folder is not there",
+                                 "give the folder it was indexed from: --images")  # fmt: skip
+        e = self.entries()
+        known = [i for i in range(len(e.images)) if e.image_bytes[i] >= 0][:_PROBED_IMAGES]
+        for i in known:
+            if self._image_file(real, i) is None:
+                raise CatalogueError(
+                    given, f"does not hold this catalogue's image {printable(e.images[i])} as it "
+                    "was indexed (missing, outside the folder, or another size)",
+                    "give the folder it was indexed from: --images",
+                )  # fmt: skip
+        return real
+
+    def image_path(self, root: str, item: int) -> str | None:
+        """
+        The shop image of row ``item`` inside ``root`` (the real path :meth:`image_folder` gave),
+        after resolving links, if it is still the file that was indexed (same size); else None.
+        """
+        e = self.entries()
+        if not 0 <= item < len(e):
+            return None
+        return self._image_file(root, int(e.image[item]))
+
+    def _image_file(self, root: str, i: int) -> str | None:
+        e = self.entries()
+        path = os.path.realpath(os.path.join(root, e.images[i]))
+        if not path.startswith(root.rstrip(os.sep) + os.sep) or e.image_bytes[i] < 0:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        import stat
+
+        if not stat.S_ISREG(st.st_mode) or st.st_size != e.image_bytes[i]:
+            return None
+        return path
 
     # -- adding --------------------------------------------------------------------------------
 
@@ -205,38 +243,24 @@ class Catalogue:
         return {p: r for s in shards for p, r in s.skipped.items() if p not in held}
 
     def add(
-        self, images: list[str], detections: list[tuple], skipped: dict[str, str] | None = None
+        self,
+        images: list[str],
+        detections: list[tuple],
+        skipped: dict[str, str] | None = None,
+        image_bytes: list[int] | None = None,
     ) -> None:
         """
         One shard: ``images`` (paths relative to the image folder) and, for each, its detections
         ``(boxes (n, 4), categories (n,) 1..13, scores (n,), embeddings (n, E))``; ``skipped``:
-        images that could not be read, with the reason. Atomic.
+        images that could not be read, with the reason; ``image_bytes``: each image's size
+        (default: read from the image folder; -1 where there is none). Atomic.
         """
-        shards = os.path.join(self.folder, "shards")
-        tmp = temporary_folder(shards)
-        try:
-            cols = _stack(detections, self.embed_dim)
-            _validate_columns(cols, len(images), self.embed_dim, tmp)
-            files = {}
-            for name in _COLUMNS:
-                files[name + ".npy"] = _write_npy(os.path.join(tmp, name + ".npy"), cols[name])
-            files["images.json"] = _write(
-                os.path.join(tmp, "images.json"), json.dumps(list(images)).encode()
-            )
-            files["skipped.json"] = _write(
-                os.path.join(tmp, "skipped.json"), json.dumps(dict(skipped or {})).encode()
-            )
-            manifest = {
-                "weights_sha256": self.meta["weights_sha256"],
-                "embed_dim": self.embed_dim,
-                "files": files,
-            }
-            _write(os.path.join(tmp, MANIFEST), json.dumps(manifest).encode())
-            # named in creation order: an image indexed twice keeps its first entries
-            os.rename(tmp, os.path.join(shards, f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"))
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        if image_bytes is None:
+            image_bytes = [_size(os.path.join(self.images_root, p)) for p in images]
+        write_shard(
+            os.path.join(self.folder, "shards"), images, image_bytes, detections, skipped or {},
+            self.meta["weights_sha256"], self.embed_dim,
+        )  # fmt: skip
         self._entries, self._indexes = None, {}
 
     def remove_unfinished(self) -> None:
@@ -249,13 +273,13 @@ class Catalogue:
         shards = os.path.join(self.folder, "shards")
         return sorted(os.path.join(shards, n) for n in os.listdir(shards) if not n.startswith("."))
 
-    def _verified_shards(self) -> list[_Shard]:
+    def _verified_shards(self) -> list[Shard]:
         out = []
         for path in self._shards():
             shard = self._shard_cache.get(path)
             if shard is None:
                 try:
-                    shard = _read_shard(path, self.meta["weights_sha256"], self.embed_dim)
+                    shard = read_shard(path, self.meta["weights_sha256"], self.embed_dim)
                 except CatalogueError as e:
                     if not self.lenient:
                         raise
@@ -281,20 +305,19 @@ class Catalogue:
         if same_category in self._indexes:
             return self._indexes[same_category]
         e = self.entries()
-        policy = self.meta.get("policy", {})
+        policy = self.meta["policy"]
         kind, exact_max = policy.get("index", "auto"), policy.get("exact_max", EXACT_MAX)
         content = [s.key for s in self._verified_shards()] + [kind, exact_max]
         prefix = "same" if same_category else "all"
-        key = hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]
+        name = f"{prefix}-{hashlib.sha1(json.dumps(content).encode()).hexdigest()[:16]}"
         root = os.path.join(self.folder, "index")
-        folder = os.path.join(root, f"{prefix}-{key}")
-        index = _load_index(folder, e, same_category)
+        index = load_index(root, name, e, same_category)
         if index is None:
             index = GroupedIndex(
                 e.embeddings, e.categories, same_category=same_category, kind=kind,
                 exact_max=exact_max,
             )  # fmt: skip
-            _save_index(index, root, folder, prefix)
+            save_index(index, root, name)
         self._indexes[same_category] = index
         return index
 
@@ -316,8 +339,8 @@ class Catalogue:
     ) -> list[list[dict]]:
         """
         For each query garment, its top-k catalogue items: ``item`` (the row of
-        :meth:`entries`, stable while the catalogue is unchanged), image, box, category,
-        detection score, similarity.
+        :meth:`entries`, stable while the catalogue is unchanged), image (printable: bytes that
+        are not UTF-8 as ``\\xNN``), box, category, detection score, similarity.
         """
         sims, rows = self.search_rows(embeddings, categories, k, same_category)
         e = self.entries()
@@ -327,7 +350,7 @@ class Catalogue:
                 [
                     {
                         "item": int(r),
-                        "image": e.images[e.image[r]],
+                        "image": printable(e.images[e.image[r]]),
                         "box": [float(v) for v in e.boxes[r]],
                         "category": int(e.categories[r]),
                         "score": float(e.scores[r]),
@@ -340,153 +363,59 @@ class Catalogue:
         return out
 
 
-# -- files -------------------------------------------------------------------------------------
+# -- the folder --------------------------------------------------------------------------------
+
+# what the project reads or writes in a catalogue folder, and what each must be
+_LAYOUT = {
+    "catalogue.json": "file", "config.yaml": "file", ".lock": "file", "shards": "folder",
+    "index": "folder",
+}  # fmt: skip
 
 
-@contextmanager
-def _locked(folder: str):
-    """An exclusive lock on the catalogue folder (released when the lock file is closed)."""
-    with open(os.path.join(folder, ".lock"), "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        yield
+def _check_layout(folder: str) -> None:
+    """Each of the catalogue's own names is absent or a real file / folder: never a link."""
+    for name, what in _LAYOUT.items():
+        path = os.path.join(folder, name)
+        if os.path.islink(path):
+            raise CatalogueError(path, "a link (refused: a catalogue's files are its own)")
+        if os.path.exists(path) and os.path.isdir(path) != (what == "folder"):
+            raise CatalogueError(path, f"not a {what}")
 
 
-def _write(path: str, data: bytes) -> dict:
-    """Write ``data``; a full disk is said as such, with the path. Returns its manifest entry."""
+def _check_meta(meta: dict, where: str) -> None:
+    """catalogue.json's fields that are used as numbers and names, checked once at open."""
+    dim, policy = meta.get("embed_dim"), meta.get("policy")
+    if not (_is_int(dim) and 0 < dim <= 65536 and isinstance(policy, dict)):
+        raise CatalogueError(where, "embed_dim or policy missing or invalid")
+    exact_max = policy.get("exact_max", EXACT_MAX)
+    if (
+        not (_is_int(exact_max) and exact_max >= 0)
+        or policy.get("index", "auto") not in _INDEX_KINDS
+    ):
+        raise CatalogueError(where, f"policy: index one of {_INDEX_KINDS}, exact_max an integer")
+    if not isinstance(meta.get("weights_sha256"), str) or not isinstance(
+        meta.get("images_root", ""), str
+    ):
+        raise CatalogueError(where, "weights_sha256 or images_root is not a string")
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _size(path: str) -> int:
     try:
-        with open(path, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(e.errno, f"no space left on the device writing {path}") from None
-        raise
-    return {"size": len(data), "crc32": zlib.crc32(data)}
+        return os.stat(path).st_size
+    except OSError:
+        return -1
 
 
-def _write_npy(path: str, array: np.ndarray) -> dict:
-    import io
-
-    buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return _write(path, buf.getvalue())
-
-
-def _read_checked(path: str, entry) -> bytes:
-    """A shard file's bytes, if they are what its manifest says (a plain file, size, CRC-32)."""
-    if not (isinstance(entry, dict) and {"size", "crc32"} <= set(entry)):
-        raise CatalogueError(f"{path}: no valid manifest entry")
-    if os.path.islink(path) or not os.path.isfile(path):
-        raise CatalogueError(f"{path}: missing, or not a plain file")
-    with open(path, "rb") as f:
-        data = f.read(int(entry["size"]) + 1)
-    if len(data) != entry["size"] or zlib.crc32(data) != entry["crc32"]:
-        raise CatalogueError(f"{path}: damaged (size or CRC-32 differs from the shard's manifest)")
-    return data
-
-
-def _read_json(path: str):
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read())
-    except (OSError, ValueError, RecursionError) as e:
-        raise CatalogueError(f"{path}: unreadable: {e}") from None
-
-
-def _read_shard(path: str, weights_sha256: str, dim: int) -> _Shard:
-    import io
-
-    if os.path.islink(path) or not os.path.isdir(path):
-        raise CatalogueError(f"{path}: not a plain folder (shards are never links)")
-    manifest = _read_json(os.path.join(path, MANIFEST))
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        raise CatalogueError(f"{path}/{MANIFEST}: not a shard manifest")
-    if manifest.get("weights_sha256") != weights_sha256 or manifest.get("embed_dim") != dim:
-        raise CatalogueError(
-            f"{path}: written by weights {manifest.get('weights_sha256')} (embedding size "
-            f"{manifest.get('embed_dim')}), not the catalogue's {weights_sha256} ({dim})"
-        )
-    data = {n: _read_checked(os.path.join(path, n), files.get(n)) for n in _shard_files()}
-    try:
-        images = json.loads(data["images.json"])
-        skipped = json.loads(data["skipped.json"])
-        cols = {n: np.load(io.BytesIO(data[n + ".npy"]), allow_pickle=False) for n in _COLUMNS}
-    except ValueError as e:
-        raise CatalogueError(f"{path}: unreadable: {e}") from None
-    if not (isinstance(images, list) and all(_relative_path(p) for p in images)):
-        raise CatalogueError(f"{path}/images.json: not a list of relative image paths")
-    if not (isinstance(skipped, dict) and all(_relative_path(p) for p in skipped)):
-        raise CatalogueError(f"{path}/skipped.json: not a map of relative image paths")
-    _validate_columns(cols, len(images), dim, path)
-    key = hashlib.sha1(json.dumps(files, sort_keys=True).encode()).hexdigest()
-    return _Shard(path, images, {str(k): str(v) for k, v in skipped.items()}, cols, key)
-
-
-def _shard_files() -> list[str]:
-    return [n + ".npy" for n in _COLUMNS] + ["images.json", "skipped.json"]
-
-
-def _relative_path(p) -> bool:
-    return (
-        isinstance(p, str) and bool(p) and not os.path.isabs(p) and ".." not in p.split("/")
-        and "\0" not in p
-    )  # fmt: skip
-
-
-def _validate_columns(cols: dict, num_images: int, dim: int, where: str) -> None:
-    """Shapes, dtypes and values a shard's arrays must have; the first violation is named."""
-    n = len(cols["image"])
-    expect = {"boxes": (n, 4), "categories": (n,), "scores": (n,), "embeddings": (n, dim)}
-    for name, shape in expect.items():
-        if cols[name].shape != shape:
-            raise CatalogueError(f"{where}/{name}.npy: shape {cols[name].shape}, expected {shape}")
-    for name in _COLUMNS:
-        kind = "i" if name in ("categories", "image") else "f"
-        if cols[name].dtype.kind != kind:
-            raise CatalogueError(f"{where}/{name}.npy: dtype {cols[name].dtype}")
-    c, img = cols["categories"], cols["image"]
-    if n and (c.min() < 1 or c.max() > NUM_CATEGORIES):
-        raise CatalogueError(f"{where}/categories.npy: a category outside 1..{NUM_CATEGORIES}")
-    if n and (img.min() < 0 or img.max() >= num_images):
-        raise CatalogueError(f"{where}/image.npy: an index outside images.json")
-    for name in ("boxes", "scores", "embeddings"):
-        if not np.isfinite(cols[name]).all():
-            raise CatalogueError(f"{where}/{name}.npy: a value that is not finite")
-    norms = np.linalg.norm(cols["embeddings"].astype(np.float64), axis=1)
-    if n and np.abs(norms - 1).max() > _UNIT_TOLERANCE:
-        raise CatalogueError(f"{where}/embeddings.npy: an embedding that is not unit length")
-
-
-def _stack(detections: list[tuple], dim: int) -> dict[str, np.ndarray]:
-    boxes, cats, scores, embs, image = [], [], [], [], []
-    for i, (b, c, s, e) in enumerate(detections):
-        boxes.append(np.asarray(b, np.float64).reshape(-1, 4))
-        cats.append(np.asarray(c, np.int64))
-        scores.append(np.asarray(s, np.float64))
-        embs.append(np.asarray(e, np.float32).reshape(-1, dim))
-        image.append(np.full(len(boxes[-1]), i, np.int64))
-    if not detections:
-        return {
-            "boxes": np.zeros((0, 4)), "categories": np.zeros(0, np.int64),
-            "scores": np.zeros(0), "embeddings": np.zeros((0, dim), np.float32),
-            "image": np.zeros(0, np.int64),
-        }  # fmt: skip
-    return {
-        "boxes": np.concatenate(boxes),
-        "categories": np.concatenate(cats),
-        "scores": np.concatenate(scores),
-        "embeddings": np.concatenate(embs),
-        "image": np.concatenate(image),
-    }
-
-
-def _entries(shards: list[_Shard], dim: int) -> CatalogueEntries:
+def _entries(shards: list[Shard], dim: int) -> CatalogueEntries:
     """All shards' entries, each image once (the first shard holding it), ordered by path."""
     paths: list[str] = []
+    sizes: list[np.ndarray] = []
     first: list[bool] = []  # per (shard, image) slot: the first occurrence of its path
-    slot_of_row, columns = [], {n: [] for n in _COLUMNS[:4]}
+    slot_of_row, columns = [], {n: [] for n in COLUMNS[:4]}
     seen: set[str] = set()
     for shard in shards:
         cols = shard.columns
@@ -497,8 +426,9 @@ def _entries(shards: list[_Shard], dim: int) -> CatalogueEntries:
             first.append(p not in seen)
             seen.add(p)
         paths += shard.images
+        sizes.append(shard.image_bytes)
     if not paths:
-        return CatalogueEntries(images=[], **_stack([], dim))
+        return CatalogueEntries(images=[], image_bytes=np.zeros(0, np.int64), **stack([], dim))
     keep_slot = np.array(first, bool)
     row_slot = np.concatenate(slot_of_row)
     keep_row = keep_slot[row_slot]
@@ -510,66 +440,7 @@ def _entries(shards: list[_Shard], dim: int) -> CatalogueEntries:
     perm = np.argsort(image, kind="stable")  # by path, detection order kept within an image
     return CatalogueEntries(
         images=[paths[kept[i]] for i in order],
+        image_bytes=np.concatenate(sizes)[kept[order]],
         image=image[perm],
         **{n: np.concatenate(c)[keep_row][perm] for n, c in columns.items()},
     )
-
-
-# -- the saved index ---------------------------------------------------------------------------
-
-
-def _load_index(folder: str, e: CatalogueEntries, same_category: bool) -> GroupedIndex | None:
-    """The saved index of this content, if it is intact and answers for its own items."""
-    listing = os.path.join(folder, "index.json")
-    if not os.path.isfile(listing):
-        return None
-    try:
-        files = _read_json(listing)
-        if not isinstance(files, dict):
-            raise CatalogueError(f"{listing}: not an index listing")
-        for name, entry in files.items():
-            if "/" in name or not name.endswith(".faiss"):
-                raise CatalogueError(f"{listing}: {name!r} is not an index file name")
-            _read_checked(os.path.join(folder, name), entry)
-        index = GroupedIndex.load(folder, e.embeddings, e.categories, same_category)
-        _probe(index, e)
-        return index
-    except (CatalogueError, ValueError, RuntimeError) as err:
-        logger.warning(f"{folder}: saved index not used, rebuilt ({err})")
-        return None
-
-
-def _probe(index: GroupedIndex, e: CatalogueEntries, per_group: int = 4) -> None:
-    """Each group's index must find its own first items at similarity 1 (not another's file)."""
-    for c, rows in index.rows.items():
-        probe = rows[:per_group]
-        cats = np.full(len(probe), c) if index.same_category else e.categories[probe]
-        sims, found = index.search(e.embeddings[probe], cats, 1)
-        if (found[:, 0] < 0).any() or (np.abs(sims[:, 0] - 1) > _UNIT_TOLERANCE).any():
-            raise CatalogueError(f"the index of category {c} does not hold its own items")
-
-
-def _save_index(index: GroupedIndex, root: str, folder: str, prefix: str) -> None:
-    """Save beside the shards; older indexes of the same kind go. Read-only: kept in memory."""
-    try:
-        os.makedirs(root, exist_ok=True)
-        tmp = temporary_folder(root)
-    except OSError as e:
-        logger.info(f"{root}: cannot save the search index ({e.strerror}): kept in memory")
-        return
-    try:
-        index.save(tmp)
-        files = {}
-        for name in sorted(os.listdir(tmp)):
-            with open(os.path.join(tmp, name), "rb") as f:
-                data = f.read()
-            files[name] = {"size": len(data), "crc32": zlib.crc32(data)}
-        _write(os.path.join(tmp, "index.json"), json.dumps(files).encode())
-        for old in os.listdir(root):  # indexes of other content (the other kind is kept)
-            if old.startswith(prefix + "-"):
-                shutil.rmtree(os.path.join(root, old), ignore_errors=True)
-        os.rename(tmp, folder)
-    except OSError as e:  # a full disk, or another process saved the same index meanwhile
-        shutil.rmtree(tmp, ignore_errors=True)
-        if not os.path.isdir(folder):
-            logger.info(f"{root}: cannot save the search index ({e}): kept in memory")

@@ -61,3 +61,17 @@ def alive(pid: int) -> bool:
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+@contextlib.contextmanager
+def locked(path: str):
+    """An exclusive ``fcntl`` lock on the file ``path`` (created if absent; a link is refused),
+    released when the block ends, or by the kernel when the holder dies."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import logging
 import os
 import stat
 
+import numpy as np
 import torch
+from detectron2.data import detection_utils
+from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
 from ...data import DeepFashion2FormatError, DeepFashion2Mapper
 from ...engine import DeepFashion2Checkpointer
+from ...errors import DeepFashion2Error
 from ...evaluation.retrieval_evaluator import best_detections
 from ...model_zoo import sha256_of
 from ...modeling import with_tta
@@ -25,35 +31,76 @@ logger = logging.getLogger(__name__)
 MAX_PIXELS = 50_000_000
 
 
-class UnreadableImageError(ValueError):
-    """An image that cannot be searched or indexed; the message names the file and why."""
+class UnreadableImageError(DeepFashion2Error, ValueError):
+    """An image that cannot be searched or indexed: ``path`` (or the upload's name), ``reason``."""
 
 
-def check_image(path: str) -> tuple[int, int]:
+# what the catalogue indexes (list_images) and the service serves, by the type PIL reads
+IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png"}
+
+
+def check_image(source: str | bytes, name: str = "upload") -> tuple[int, int]:
     """
-    Refuse, before decoding, what is not a plain image file of a sane size: a missing file, a
-    special file (a FIFO would block the reader), an empty file, a file PIL cannot identify, or
-    more than ``MAX_PIXELS`` pixels by its header. Returns (width, height) from the header.
+    Refuse, before decoding, what is not a plain image of a sane size: a missing file, a special
+    file (a FIFO would block the reader), an empty file or upload, what PIL cannot identify, or
+    more than ``MAX_PIXELS`` pixels by its header. ``source``: a path, or an upload's bytes
+    (named ``name`` in errors). Returns (width, height) from the header.
     """
-    try:
-        st = os.stat(path)  # follows links; a link loop or a dangling link fails here
-    except OSError as e:
-        raise UnreadableImageError(f"{path}: {e.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise UnreadableImageError(f"{path}: not a plain file")
-    if st.st_size == 0:
-        raise UnreadableImageError(f"{path}: empty file")
+    with _open_checked(source, name) as im:
+        return im.size
+
+
+def image_type(path: str) -> str:
+    """The content type of an image file :func:`check_image` accepts and the service serves
+    (JPEG or PNG, by its content, not its name); :class:`UnreadableImageError` otherwise."""
+    with _open_checked(path, path) as im:
+        kind = IMAGE_TYPES.get(im.format)
+    if kind is None:
+        raise UnreadableImageError(path, f"a {im.format} image: only JPEG and PNG are served")
+    return kind
+
+
+def decode_image(data: bytes, name: str = "upload") -> np.ndarray:
+    """An upload's pixels, (H, W, 3) uint8 RGB, after :func:`check_image`'s checks (the header
+    first: no decompression bomb is decoded), EXIF orientation applied as Detectron2 does."""
+    with _open_checked(data, name) as im:
+        try:
+            im.load()
+            return detection_utils.convert_PIL_to_numpy(
+                detection_utils._apply_exif_orientation(im), "RGB"
+            )
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise UnreadableImageError(name, f"cannot decode: {e}") from None
+
+
+@contextlib.contextmanager
+def _open_checked(source: str | bytes, name: str):
+    if isinstance(source, (bytes, bytearray)):
+        if not source:
+            raise UnreadableImageError(name, "empty upload (0 bytes)")
+        fp, name = io.BytesIO(source), name
+    else:
+        name = fp = source
+        try:
+            st = os.stat(source)  # follows links; a link loop or a dangling link fails here
+        except OSError as e:
+            raise UnreadableImageError(source, e.strerror) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise UnreadableImageError(source, "not a plain file")
+        if st.st_size == 0:
+            raise UnreadableImageError(source, "empty file")
     too_large = f"more than the {MAX_PIXELS:,} pixels accepted (by its header)"
     try:
-        with Image.open(path) as im:  # reads the header only
-            w, h = im.size
+        im = Image.open(fp)  # reads the header only
     except Image.DecompressionBombError:  # PIL's own, far larger limit
-        raise UnreadableImageError(f"{path}: {too_large}") from None
+        raise UnreadableImageError(name, too_large) from None
     except (OSError, SyntaxError, ValueError) as e:
-        raise UnreadableImageError(f"{path}: not an image ({e})") from None
-    if w * h > MAX_PIXELS:
-        raise UnreadableImageError(f"{path}: {w} x {h} pixels, {too_large}")
-    return w, h
+        raise UnreadableImageError(name, f"not an image ({e})") from None
+    with im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise UnreadableImageError(name, f"{w} x {h} pixels, {too_large}")
+        yield im
 
 
 def model_identity(cfg, config_name: str = "") -> dict:
@@ -102,25 +149,29 @@ class GarmentEmbedder:
         self.max_per_image = r.MAX_PER_IMAGE
 
     def __call__(
-        self, paths: list[str], limit: int, min_score: float | None = None
+        self, images: list, limit: int, min_score: float | None = None
     ) -> list[tuple | UnreadableImageError]:
         """
-        For each image, its ``limit`` best garments with score >= ``min_score`` (default: the
-        config's ``MIN_SCORE``): (boxes, categories 1..13, scores, emb), or the
+        For each image (a path, or pixels (H, W, 3) uint8 RGB as :func:`decode_image` gives),
+        its ``limit`` best garments with score >= ``min_score`` (default: the config's
+        ``MIN_SCORE``): (boxes, categories 1..13, scores, emb), or the
         :class:`UnreadableImageError` that says why it could not be read (the others are still
         processed).
         """
         min_score = self.min_score if min_score is None else min_score
         inputs: dict[int, dict] = {}
-        out: list = [None] * len(paths)
-        for i, p in enumerate(paths):
+        out: list = [None] * len(images)
+        for i, p in enumerate(images):
             try:
+                if isinstance(p, np.ndarray):
+                    inputs[i] = self._input(p, i)
+                    continue
                 check_image(p)
                 inputs[i] = self.mapper({"file_name": p, "image_id": i})
             except UnreadableImageError as e:
                 out[i] = e
             except DeepFashion2FormatError as e:  # decoding failed after an intact header
-                out[i] = UnreadableImageError(f"{p}: {e.message}")
+                out[i] = UnreadableImageError(p, e.message)
         buckets: dict[tuple[int, int], list[int]] = {}
         for i, x in inputs.items():
             h, w = x["image"].shape[-2:]
@@ -135,20 +186,31 @@ class GarmentEmbedder:
                         out[i] = best_detections(inst, min_score, limit)
         return out
 
+    def _input(self, rgb: np.ndarray, i: int) -> dict:
+        """What the test mapper makes of a file, from pixels: the config's format and test
+        resize; ``height`` / ``width`` of the original, where predictions are put back."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise UnreadableImageError(f"image {i}", f"pixels {rgb.shape} {rgb.dtype}, not RGB")
+        image = rgb[:, :, ::-1] if self.mapper.image_format == "BGR" else rgb
+        aug = T.AugInput(np.ascontiguousarray(image))
+        self.mapper.augmentations(aug)
+        chw = torch.as_tensor(np.ascontiguousarray(aug.image.transpose(2, 0, 1)))
+        return {"image": chw, "height": rgb.shape[0], "width": rgb.shape[1], "image_id": i}
+
     @functools.cached_property
     def identity(self) -> dict:
         """:func:`model_identity` of this model (hashes the weights once, not per search)."""
         return model_identity(self.cfg)
 
-    def gallery(self, paths: list[str]) -> list[tuple]:
+    def gallery(self, paths: list) -> list[tuple]:
         """What a shop image contributes to a catalogue (the evaluator's gallery policy)."""
         return self(paths, self.gallery_per_image)
 
     def queries(
-        self, paths: list[str], max_garments: int | None = None, min_score: float | None = None
+        self, images: list, max_garments: int | None = None, min_score: float | None = None
     ) -> list[tuple]:
         """What a consumer photo contributes as queries (default: the benchmark's policy)."""
-        return self(paths, max_garments or self.max_per_image, min_score)
+        return self(images, max_garments or self.max_per_image, min_score)
 
 
 def list_images(folder: str, extensions=(".jpg", ".jpeg", ".png")) -> list[str]:

@@ -15,6 +15,7 @@ from ...engine.checkpoint import refuse_unsafe_weights
 from ...landmarks import CATEGORY_BY_ID
 from ...retrieval import Catalogue
 from ...retrieval.catalogue import MAX_TOP_K, CatalogueError
+from ...utils.checked import CheckedFolderError, read_plain_file
 from ...utils.visualizer import retrieval_strip, stack_rows
 from .embed import GarmentEmbedder, UnreadableImageError, model_identity
 
@@ -31,20 +32,24 @@ def catalogue_config(cat: Catalogue, opts=()):
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
     try:
-        with open(path) as f:
-            data = yaml.safe_load(f)
+        text = read_plain_file(path, MAX_CONFIG_BYTES).decode("utf-8")
+        data = yaml.safe_load(text)
         if not isinstance(data, dict) or "_BASE_" in data:
-            raise CatalogueError(f"{path}: refused: a catalogue's config is one mapping, no _BASE_")
+            raise CatalogueError(path, "refused: a catalogue's config is one mapping, no _BASE_")
         cfg.merge_from_file(path, allow_unsafe=False)  # safe_load again: no fallback to tags
-    except OSError as e:
-        raise CatalogueError(f"{path}: unreadable: {e.strerror}") from None
+    except CheckedFolderError as e:
+        raise CatalogueError(e.path, e.reason) from None
+    except UnicodeDecodeError:
+        raise CatalogueError(path, "refused: not UTF-8 text") from None
+    except RecursionError:
+        raise CatalogueError(path, "refused: nested too deeply") from None
     except yaml.YAMLError as e:
         first = str(e).strip().splitlines()[0]
-        raise CatalogueError(f"{path}: refused: not plain YAML data ({first})") from None
+        raise CatalogueError(path, f"refused: not plain YAML data ({first})") from None
     except (KeyError, ValueError, TypeError, AssertionError) as e:
         if isinstance(e, CatalogueError):
             raise
-        raise CatalogueError(f"{path}: not a config of this project: {e}") from None
+        raise CatalogueError(path, f"not a config of this project: {e}") from None
     opts = list(opts)
     cfg.merge_from_list(opts)
     if "MODEL.WEIGHTS" not in opts[::2]:
@@ -54,9 +59,9 @@ def catalogue_config(cat: Catalogue, opts=()):
                 raise ValueError("a hash given beside the weights is not trusted here")
         except ValueError as e:
             raise CatalogueError(
-                f"{path}: MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} refused ({e}); give the weights "
-                "yourself: MODEL.WEIGHTS /path/to/model.pth"
-            ) from None
+                path, f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} refused ({e})",
+                "give the weights yourself: MODEL.WEIGHTS /path/to/model.pth",
+            ) from None  # fmt: skip
     return cfg
 
 
@@ -65,6 +70,7 @@ def catalogue_config(cat: Catalogue, opts=()):
 # photo from score 0.05) is what the evaluator scores, and noisy on a page.
 PEOPLE_POLICY = {"min_score": 0.5, "max_garments": 5}
 MAX_GARMENTS = 100  # per photo, the most a search may ask for
+MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB
 
 
 def check_policy(top_k: int, min_score: float | None, max_garments: int | None) -> None:
@@ -158,10 +164,12 @@ def search_photos(
     embedder: GarmentEmbedder | None = None,
     min_score: float | None = None,
     max_garments: int | None = None,
+    image_root: str | None = None,
 ) -> dict:
     """
     :func:`search` over a catalogue folder, with the catalogue's own model. With ``output``,
-    writes ``results.json`` and a picture per photo.
+    writes ``results.json`` and a picture per photo (its matches from the catalogue's image
+    folder, or ``image_root``).
     """
     check_policy(top_k, min_score, max_garments)
     cat, embedder = open_catalogue(catalogue_dir, opts, embedder)
@@ -173,11 +181,12 @@ def search_photos(
     out = [{"photo": p, "garments": g} for p, g in zip(photos, found)]
     result = {"catalogue": catalogue_dir, "results": out, "seconds": seconds}
     if output:
+        root = cat.image_folder(image_root)
         os.makedirs(output, exist_ok=True)
         with open(os.path.join(output, "results.json"), "w") as f:
             json.dump(result, f, indent=1, allow_nan=False)
         for entry, name in zip(out, picture_names([e["photo"] for e in out])):
-            draw(entry, cat.images_root, os.path.join(output, name))
+            draw(entry, cat, root, os.path.join(output, name))
     return result
 
 
@@ -195,18 +204,15 @@ def picture_names(photos: list[str]) -> list[str]:
     return names
 
 
-def draw(entry: dict, images_root: str, path: str, top: int = 5) -> None:
-    """One row per garment of the photo: the garment, then its ``top`` best catalogue items."""
+def draw(entry: dict, cat: Catalogue, root: str, path: str, top: int = 5) -> None:
+    """One row per garment of the photo: the garment, then its ``top`` best catalogue items
+    (those whose image is still the one indexed, in ``root``: :meth:`Catalogue.image_path`)."""
     photo = Image.open(entry["photo"])
-    rows = [
-        retrieval_strip(
-            photo,
-            g["box"],
-            [(Image.open(os.path.join(images_root, m["image"])), m["box"], None)
-             for m in g["matches"][:top]],
-        )  # fmt: skip
-        for g in entry["garments"]
-    ]
+    rows = []
+    for g in entry["garments"]:
+        shown = [(cat.image_path(root, m["item"]), m["box"]) for m in g["matches"][:top]]
+        rows.append(retrieval_strip(photo, g["box"], [(Image.open(p), b, None) for p, b in shown
+                                                      if p is not None]))  # fmt: skip
     if rows:
         stack_rows(rows).save(path)
 

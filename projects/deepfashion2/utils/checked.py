@@ -1,0 +1,212 @@
+"""
+Checked folders: a set of files and a manifest of their sizes and CRC-32s, written to a temporary
+folder and renamed into place (complete or absent), and checked when read (refused by name when
+damaged). The split cache, the catalogue's shards and its saved search indexes are such folders.
+
+A folder read from someone else is data: its manifest is bounded JSON naming plain files inside the
+folder (no links, no paths), each size an integer checked against the file before anything is read,
+and an ``.npy`` file's header is checked against its size before an array is made from it.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import json
+import math
+import os
+import re
+import shutil
+import zlib
+
+import numpy as np
+
+from ..errors import DeepFashion2Error
+from .files import temporary_folder
+
+MANIFEST = "manifest.json"
+MAX_MANIFEST_BYTES = 16 << 20
+MAX_FILE_BYTES = 1 << 40  # a size beyond this in a manifest is damage, not data
+_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+
+
+class CheckedFolderError(DeepFashion2Error, ValueError):
+    """A checked folder, or one of its files, that is not what its manifest says."""
+
+
+def write_folder(
+    parent: str, name: str, files: dict, meta: dict | None = None, *, kind: str
+) -> str:
+    """
+    ``parent/name`` holding ``files`` (file name -> bytes, or an array saved as ``.npy``) and a
+    manifest ``{"kind": kind, "files": {name: {size, crc32}}, **meta}`` written last; renamed
+    into place when complete. Raises ``OSError`` if ``parent/name`` exists (another writer won).
+    """
+    tmp = temporary_folder(parent)
+    try:
+        entries = {}
+        for fname, content in files.items():
+            if isinstance(content, np.ndarray):
+                buf = io.BytesIO()
+                np.save(buf, content, allow_pickle=False)
+                content = buf.getvalue()
+            entries[fname] = write_bytes(os.path.join(tmp, fname), content)
+        manifest = {"kind": kind, "files": entries, **(meta or {})}
+        write_bytes(os.path.join(tmp, MANIFEST), json.dumps(manifest).encode())
+        path = os.path.join(parent, name)
+        os.rename(tmp, path)
+        return path
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_bytes(path: str, data: bytes) -> dict:
+    """Write ``data`` (fsync); a full disk is said as such, with the path. Its manifest entry."""
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(e.errno, f"no space left on the device writing {path}") from None
+        raise
+    return {"size": len(data), "crc32": zlib.crc32(data)}
+
+
+def read_json(path: str, max_bytes: int = MAX_MANIFEST_BYTES):
+    """A JSON file someone else may have written: a plain file, bounded in size and nesting."""
+    data = read_plain_file(path, max_bytes)
+    return parse_json(data, path)
+
+
+def parse_json(data: bytes, where: str):
+    try:
+        return json.loads(data)
+    except RecursionError:
+        raise CheckedFolderError(where, "unreadable: nested too deeply") from None
+    except ValueError as e:
+        raise CheckedFolderError(where, f"unreadable: {e}") from None
+
+
+def read_plain_file(path: str, max_bytes: int) -> bytes:
+    """The bytes of a plain file (not a link, not special) of at most ``max_bytes``."""
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise CheckedFolderError(path, "missing, or not a plain file (links are refused)")
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as e:
+        raise CheckedFolderError(path, f"unreadable: {e.strerror}") from None
+    if len(data) > max_bytes:
+        raise CheckedFolderError(path, f"more than the {max_bytes:,} bytes such a file may have")
+    return data
+
+
+def read_manifest(folder: str, kind: str) -> dict:
+    """The manifest of ``folder`` (a plain folder, not a link), if it is a valid one of ``kind``."""
+    if os.path.islink(folder) or not os.path.isdir(folder):
+        raise CheckedFolderError(folder, "not a plain folder (links are refused)")
+    path = os.path.join(folder, MANIFEST)
+    manifest = read_json(path)
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or manifest.get("kind") != kind:
+        raise CheckedFolderError(path, f"not a manifest of a {kind}")
+    for name, entry in files.items():
+        if not _NAME.fullmatch(name) or name == MANIFEST:
+            raise CheckedFolderError(path, f"{name!r} is not a file name of a {kind}")
+        if not (
+            isinstance(entry, dict)
+            and _is_int(entry.get("size"))
+            and 0 <= entry["size"] <= MAX_FILE_BYTES
+            and _is_int(entry.get("crc32"))
+        ):
+            raise CheckedFolderError(path, f"the entry of {name} is not {{size, crc32}} integers")
+    return manifest
+
+
+def read_file(folder: str, manifest: dict, name: str) -> bytes:
+    """A file of the folder, if it is what the manifest says (a plain file, size, CRC-32)."""
+    path = os.path.join(folder, name)
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise CheckedFolderError(path, "not in the folder's manifest")
+    _check_size(path, entry)
+    with open(path, "rb") as f:
+        data = f.read(entry["size"] + 1)
+    if len(data) != entry["size"] or zlib.crc32(data) != entry["crc32"]:
+        raise CheckedFolderError(path, "damaged (size or CRC-32 differs from the manifest)")
+    return data
+
+
+def verify_file(folder: str, manifest: dict, name: str) -> str:
+    """Check a (large) file against the manifest without holding it in memory; its path."""
+    path = os.path.join(folder, name)
+    entry = manifest["files"].get(name)
+    if entry is None:
+        raise CheckedFolderError(path, "not in the folder's manifest")
+    _check_size(path, entry)
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            crc = zlib.crc32(block, crc)
+    if crc != entry["crc32"]:
+        raise CheckedFolderError(path, "damaged (CRC-32 differs from the manifest)")
+    return path
+
+
+def _check_size(path: str, entry: dict) -> None:
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise CheckedFolderError(path, "missing, or not a plain file (links are refused)")
+    if os.path.getsize(path) != entry["size"]:
+        raise CheckedFolderError(path, "damaged (size differs from the manifest)")
+
+
+def load_npy(data: bytes, where: str) -> np.ndarray:
+    """
+    An array from ``.npy`` bytes, its header checked against the bytes that follow it before
+    anything is allocated (a header may claim 10^9 rows); no pickled objects. Read-only.
+    """
+    f = io.BytesIO(data)
+    try:
+        version = np.lib.format.read_magic(f)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            raise ValueError(f"unknown .npy version {version}")
+        shape, fortran, dtype = read_header(f)
+    except (ValueError, TypeError, SyntaxError) as e:
+        raise CheckedFolderError(where, f"not a .npy array ({e})") from None
+    if dtype.hasobject:
+        raise CheckedFolderError(where, "an array of Python objects (refused: pickled data)")
+    expected = math.prod(shape) * dtype.itemsize
+    if expected != len(data) - f.tell():
+        raise CheckedFolderError(
+            where, f"its header says shape {shape} ({expected:,} bytes), the file holds "
+            f"{len(data) - f.tell():,}"
+        )  # fmt: skip
+    flat = np.frombuffer(data, dtype, count=math.prod(shape), offset=f.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def remove_folder(parent: str, name: str, kind: str, pattern: re.Pattern) -> bool:
+    """
+    Remove ``parent/name`` only if it is one of ours: a name ``pattern`` matches, a plain folder
+    (never through a link) with a manifest of ``kind``. Whether it was removed.
+    """
+    path = os.path.join(parent, name)
+    if not pattern.fullmatch(name):
+        return False
+    try:
+        read_manifest(path, kind)
+    except CheckedFolderError:
+        return False
+    shutil.rmtree(path, ignore_errors=True)
+    return True
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
