@@ -5,8 +5,9 @@ Validate a DeepFashion2 split, build its cache, optionally export it as COCO-sty
     python datasets/prepare_deepfashion2.py --anno-dir DIR --image-dir DIR \
         [--lenient] [--coco-json OUT] [--retrieval-gt OUT_DIR]
 
-Exit status 1 on the first malformed file in strict mode, with the error (file, item, field) on
-stderr, or on a folder without annotation files; 0 otherwise (a lenient run lists what it skipped).
+Exit status 2 on the first malformed file in strict mode, with the error (file, item, field) in
+one line on stderr, or on a folder without annotation files; 0 otherwise (a lenient run lists what
+it skipped).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from deepfashion2.data import DeepFashion2FormatError, load_split_store
     from deepfashion2.data.coco_export import store_to_coco
+    from deepfashion2.utils.cli import error_line
 
     try:
         store = load_split_store(
@@ -49,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
             num_workers=args.workers,
         )
     except (DeepFashion2FormatError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        print(error_line(e) or f"error: {e}", file=sys.stderr)
+        return 2
     if store.skips:
         skipped = sum(store.skips.values())
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(store.skips.items()))

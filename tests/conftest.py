@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -13,6 +14,8 @@ os.environ.setdefault("DF2_MINI_ROOT", os.path.join(_TMP, "mini"))
 # bench/ holds helpers the tests share with the benchmarks (simulated predictions, the plain
 # pycocotools route)
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
+# the tools' shared first import (tools/_tool.py), for tools loaded as modules
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tools"))
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "shared")
 SAMPLES = os.path.join(SHARED, "df2_samples")
@@ -30,6 +33,23 @@ def script_module(relpath: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def one_line_error(cap, call, *args) -> str:
+    """
+    Run ``call(*args)``, which must follow the tools' rule for a user's mistake: exit status 2,
+    no traceback, the error as the last line of stderr (``cap``: capsys or capfd). The line.
+    """
+    with pytest.raises(SystemExit) as e:
+        call(*args)
+    # logging's own reports of handlers that earlier tests' captures closed are not the tool's
+    err = re.sub(
+        r"--- Logging error ---\n.*?\nArguments: [^\n]*\n", "", cap.readouterr().err, flags=re.S
+    )
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert e.value.code == 2 and lines and "Traceback" not in err, (e.value.code, err[-2000:])
+    assert lines[-1].startswith("error: "), err[-2000:]
+    return lines[-1]
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import one_line_error
 
 from deepfashion2.data import DeepFashion2FormatError, load_deepfashion2
 from deepfashion2.data.loader import load_split_store
@@ -168,6 +169,11 @@ FILE_CASES = [
      "item key: invalid"),
     ("item01_beside_item1", lambda o: {**o, "item01": o["item1"]}, "item key",
      "item key: duplicate"),
+    # a file of 10^6 items ran for minutes: refused at the bound, before any item is parsed
+    ("items_over_the_bound", lambda o: {**o, **{f"item{i}": 0 for i in range(2, 1100)}}, "items",
+     "items: too many"),
+    ("file_over_the_bound", b'{"source": "user", "pair_id": 1, "pad": "' + b"x" * (17 << 20)
+     + b'"}', "file", "file: too large"),
 ]  # fmt: skip
 
 
@@ -276,8 +282,8 @@ def test_prepare_script_exit_status(split_copy, tmp_path, capsys, caplog):
     assert code == 0, err
     path = _damage(split_copy, _set("occlusion", 0))
     code, _, err = _prepare(capsys, *args)
-    assert code == 1
-    assert f"{path}: item1: occlusion: 0 is outside 1..3" in err
+    assert code == 2
+    assert f"{path}: item1: occlusion: 0 is outside 1..3" in err and "--lenient" in err
     assert "Traceback" not in err
     code, _, err = _prepare(capsys, *args, "--lenient")
     assert code == 0 and "occlusion: out of range: 1" in caplog.text  # the script's log
@@ -302,7 +308,7 @@ def test_prepare_refuses_a_folder_without_annotations_and_reports_skips(
     root = os.path.dirname(os.path.join(split_copy, "annos"))
     for anno_dir in (root, str(tmp_path)):  # the split root, an empty folder
         code, out, err = _prepare(capsys, "--anno-dir", anno_dir, "--image-dir", root + "/image")
-        assert code == 1 and "holds no annotation files" in err
+        assert code == 2 and "holds no annotation files" in err
         assert "OK" not in out and "Traceback" not in err
     _damage(split_copy, _set("occlusion", 0))
     code, out, _ = _prepare(
@@ -360,22 +366,27 @@ def _evaluate(*argv):
          "entry 0, field 'image_id': expected an integer"),
         (b'[{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3], "score": 1}]',
          "entry 0, field 'bbox'"),
+        (b'[{"image_id": 5, "category_id": 1, "bbox": [true, 2, 3, 4], "score": 1}]',
+         "entry 0, field 'bbox': true/false where a number is expected"),
+        (b'[{"image_id": 5, "category_id": 1, "segmentation": [[' + b"1, " * 30_000 + b'1]],'
+         b' "score": 1}]', "entry 0, field 'segmentation': polygons of more than 20000 numbers"),
     ],
 )  # fmt: skip
-def test_evaluate_tool_names_the_bad_file_in_one_line(split_copy, tmp_path, content, message):
+def test_evaluate_tool_names_the_bad_file_in_one_line(
+    split_copy, tmp_path, capsys, content, message
+):
     good = tmp_path / "good.json"
     good.write_text('[{"image_id": 5, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}]')
     bad = tmp_path / "bad.json"
     bad.write_bytes(content)
     annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
-    with pytest.raises(SystemExit) as e:
-        _evaluate("--anno-dir", annos, "--image-dir", images, "--results", str(good), str(bad))
-    text = str(e.value.code)
-    assert text.startswith(f"error: {bad}") and message in text and "\n" not in text
+    argv = ["--anno-dir", annos, "--image-dir", images, "--results", str(good), str(bad)]
+    text = one_line_error(capsys, _evaluate, *argv)
+    assert text.startswith(f"error: {bad}") and message in text
 
 
 @pytest.mark.slow  # a whole process (imports torch and Detectron2); the in-process check is above
-def test_evaluate_command_exits_1_with_one_line(split_copy, tmp_path):
+def test_evaluate_command_exits_2_with_one_line(split_copy, tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_bytes(b"[]")
     annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
@@ -385,7 +396,7 @@ def test_evaluate_command_exits_1_with_one_line(split_copy, tmp_path):
          str(bad)],
         capture_output=True, text=True,
     )  # fmt: skip
-    assert run.returncode == 1 and "Traceback" not in run.stderr
+    assert run.returncode == 2 and "Traceback" not in run.stderr
     assert run.stderr.strip().splitlines()[-1].startswith(f"error: {bad}")
 
 
@@ -437,14 +448,15 @@ def test_file_names_that_would_collide_or_overflow_are_refused(split_copy, name,
         ({"size": [10**9, 10**9], "counts": [1]}, "outside 0..100000"),
     ],
 )
-def test_malformed_rle_is_named_not_a_traceback(split_copy, tmp_path, segmentation, message):
+def test_malformed_rle_is_named_not_a_traceback(
+    split_copy, tmp_path, capsys, segmentation, message
+):
     bad = tmp_path / "segm.json"
     entry = {"image_id": 5, "category_id": 1, "segmentation": segmentation, "score": 1}
     bad.write_text(json.dumps([entry]))
     annos, images = os.path.join(split_copy, "annos"), os.path.join(split_copy, "image")
-    with pytest.raises(SystemExit) as e:
-        _evaluate("--anno-dir", annos, "--image-dir", images, "--results", str(bad))
-    text = str(e.value.code)
+    text = one_line_error(capsys, _evaluate, "--anno-dir", annos, "--image-dir", images,
+                          "--results", str(bad))  # fmt: skip
     assert text.startswith(f"error: {bad}") and "malformed RLE" in text and message in text
 
 

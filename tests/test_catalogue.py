@@ -205,11 +205,11 @@ class _Payload:
 
 
 @pytest.mark.slow
-def test_a_catalogue_folder_never_runs_code(setup, tmp_path, monkeypatch):
+def test_a_catalogue_folder_never_runs_code(setup, tmp_path, monkeypatch, capsys):
     """A tag in its config.yaml, or weights it names as a pickle or a URL, are refused."""
     import pickle
 
-    from conftest import script_module
+    from conftest import one_line_error, script_module
 
     cfg, shop, users, tmp = setup
     cat_dir = tmp_path / "cat"
@@ -220,9 +220,8 @@ def test_a_catalogue_folder_never_runs_code(setup, tmp_path, monkeypatch):
     monkeypatch.setenv("DF2_TEST_MARKER", str(marker))
     config.write_text(plain + f"X: !!python/object/apply:os.system ['touch {marker}']\n")
     tool = script_module("tools/search.py")
-    with pytest.raises(SystemExit) as e:
-        tool.main(["--catalogue", str(cat_dir), "--input", users[0]])
-    assert f"{config}: refused: not plain YAML data" in str(e.value.code)
+    line = one_line_error(capsys, tool.main, ["--catalogue", str(cat_dir), "--input", users[0]])
+    assert f"{config}: refused: not plain YAML data" in line
     assert not marker.exists()
     evil = tmp_path / "evil.pkl"
     evil.write_bytes(pickle.dumps({"model": _Payload(), "__author__": "x"}))
@@ -233,10 +232,20 @@ def test_a_catalogue_folder_never_runs_code(setup, tmp_path, monkeypatch):
         ("deepfashion2://Mini-CPU.pth#sha256=" + "0" * 64, "hash given beside the weights"),
     ]:
         config.write_text(plain.replace(f"WEIGHTS: {cfg.MODEL.WEIGHTS}", f"WEIGHTS: {weights}"))
-        with pytest.raises(SystemExit) as e:
-            tool.main(["--catalogue", str(cat_dir), "--input", users[0]])
-        assert "MODEL.WEIGHTS" in str(e.value.code) and why in str(e.value.code), weights
+        line = one_line_error(capsys, tool.main, ["--catalogue", str(cat_dir), "--input", users[0]])
+        assert "MODEL.WEIGHTS" in line and why in line, weights
     assert not marker.exists()
+    # the published model by its pinned name, with no zoo to fetch it from (or an unreachable
+    # one): one line saying so, not a traceback
+    config.write_text(plain.replace(f"WEIGHTS: {cfg.MODEL.WEIGHTS}",
+                                    "WEIGHTS: deepfashion2://Mini-CPU.pth"))  # fmt: skip
+    monkeypatch.setenv("DEEPFASHION2_CACHE", str(tmp_path / "zoo_cache"))
+    monkeypatch.delenv("DEEPFASHION2_MODEL_ZOO_URL", raising=False)
+    line = one_line_error(capsys, tool.main, ["--catalogue", str(cat_dir), "--input", users[0]])
+    assert "no model-zoo location" in line
+    monkeypatch.setenv("DEEPFASHION2_MODEL_ZOO_URL", "http://127.0.0.1:9/")
+    line = one_line_error(capsys, tool.main, ["--catalogue", str(cat_dir), "--input", users[0]])
+    assert "cannot download http://127.0.0.1:9/Mini-CPU.pth" in line
     # the user's own weights are the user's choice (and checked against the catalogue's)
     result = tool.main(
         ["--catalogue", str(cat_dir), "--input", users[0], "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS]

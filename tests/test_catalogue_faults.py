@@ -8,6 +8,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -252,3 +253,163 @@ def test_an_old_format_catalogue_is_refused_with_what_to_do(tmp_path):
     (folder / "catalogue.json").write_text(json.dumps({"format": 1, **IDENT}))
     with pytest.raises(CatalogueError, match="format 1, expected 3: index the images again"):
         Catalogue(str(folder))
+
+
+# -- a received catalogue reaches nothing outside itself (second adversarial pass) ------------
+
+
+@pytest.mark.parametrize("name", ["index", "shards", "catalogue.json", "config.yaml", ".lock"])
+def test_a_link_out_of_the_catalogue_is_refused_before_anything_is_touched(tmp_path, name):
+    """index/ linked to a user's folder: nothing there is deleted or written (it was, before)."""
+    folder = tmp_path / "cat"
+    cat = _catalogue(folder, policy={"index": "faiss"})
+    cat.search(cat.entries().embeddings[:1], np.array([3]), 3)  # saves an index
+    victim = tmp_path / "users_folder"
+    victim.mkdir()
+    for n in ("same-0123456789abcdef", "all-x", "notes.txt"):
+        (victim / n).write_text("mine")
+    target = folder / name
+    if target.is_dir():
+        shutil.copytree(target, victim / "copy", dirs_exist_ok=True)
+        shutil.rmtree(target)
+        os.symlink(victim, target)
+    else:
+        if target.exists():
+            shutil.copy(target, victim / name)
+        target.unlink(missing_ok=True)
+        os.symlink(victim / name, target)
+    before = sorted(os.listdir(victim))
+    with pytest.raises(CatalogueError, match=f"{name}: a link") as e:
+        c = Catalogue(str(folder))
+        c.search(c.entries().embeddings[:1], np.array([3]), 3)
+    assert "\n" not in str(e.value)
+    assert sorted(os.listdir(victim)) == before
+    assert all((victim / n).read_text() == "mine" for n in ("same-0123456789abcdef", "notes.txt"))
+
+
+def test_only_the_projects_own_index_folders_are_removed(tmp_path):
+    folder = tmp_path / "cat"
+    cat = _catalogue(folder, policy={"index": "faiss"})
+    cat.search(cat.entries().embeddings[:1], np.array([3]), 3)
+    index = folder / "index"
+    (index / "same-0123456789abcdef").mkdir()  # our name, not our marker: a user's folder
+    (index / "same-0123456789abcdef" / "keep.txt").write_text("mine")
+    _catalogue(folder, seed=3, images=8)  # other content: a new index replaces the old one
+    cat = Catalogue(str(folder))
+    cat.search(cat.entries().embeddings[:1], np.array([3]), 3)
+    assert (index / "same-0123456789abcdef" / "keep.txt").read_text() == "mine"
+    assert len([n for n in os.listdir(index) if n.startswith("same-")]) == 2
+
+
+def _forge_ids(folder, shift):
+    """Rewrite a saved FAISS index so that its ids are shifted (and its manifest re-forged)."""
+    import faiss
+
+    (name,) = [n for n in os.listdir(folder / "index") if n.startswith("all-")]
+    index_dir = folder / "index" / name
+    path = index_dir / "-1.faiss"
+    index = faiss.read_index(str(path))
+    ivf = faiss.extract_index_ivf(index)
+    for i in range(ivf.nlist):
+        n = ivf.invlists.list_size(i)
+        if n:
+            ids = faiss.rev_swig_ptr(ivf.invlists.get_ids(i), n)
+            ids[:] = shift(ids.copy())
+    faiss.write_index(index, str(path))
+    _reforge_manifest(index_dir)
+
+
+@pytest.mark.parametrize(
+    "shift, why",
+    [
+        (lambda ids: (ids + 1) % 18, "names other items|ids are not the gallery's rows"),
+        (lambda ids: ids + 10**9, "ids are not the gallery's rows"),
+    ],
+)
+def test_a_saved_index_with_forged_ids_is_rebuilt(tmp_path, caplog, shift, why):
+    folder = tmp_path / "cat"
+    cat = _catalogue(folder, policy={"index": "faiss"})
+    e = cat.entries()
+    want = cat.search(e.embeddings, e.categories, 5, same_category=False)
+    _forge_ids(folder, shift)
+    again = Catalogue(str(folder))
+    assert again.search(e.embeddings, e.categories, 5, same_category=False) == want
+    assert "saved index not used, rebuilt" in caplog.text
+    assert re.search(why, caplog.text)
+
+
+@pytest.mark.parametrize("size", [1e300, 10**30, [1], -1, True, "12"])
+def test_manifest_sizes_that_are_not_sizes_are_refused_in_one_line(tmp_path, size):
+    folder = tmp_path / "cat"
+    _catalogue(folder)
+    shard = _shard(folder)
+    path = os.path.join(shard, "manifest.json")
+    manifest = json.load(open(path))
+    manifest["files"]["scores.npy"]["size"] = size
+    open(path, "w").write(json.dumps(manifest))
+    with pytest.raises(CatalogueError, match=r"manifest.json: the entry of scores.npy is not"):
+        len(Catalogue(str(folder)))
+
+
+def test_an_npy_header_claiming_a_billion_rows_is_refused_before_allocating(tmp_path):
+    folder = tmp_path / "cat"
+    _catalogue(folder)
+    shard = _shard(folder)
+    data = _npy(np.zeros(9))
+    header = np.lib.format.header_data_from_array_1_0(np.zeros(10**9 // 8))
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    forged = buf.getvalue() + data[len(data) - 72 :]  # a small body behind a huge header
+    entry = checked.write_bytes(os.path.join(shard, "scores.npy"), forged)
+    manifest = json.load(open(os.path.join(shard, "manifest.json")))
+    manifest["files"]["scores.npy"] = entry
+    checked.write_bytes(os.path.join(shard, "manifest.json"), json.dumps(manifest).encode())
+    with pytest.raises(CatalogueError, match=r"scores.npy: its header says shape \(125000000,\)"):
+        len(Catalogue(str(folder)))
+
+
+@pytest.mark.parametrize("what", ["images.json", "catalogue.json", "config.yaml"])
+def test_deeply_nested_files_are_refused_in_one_line(tmp_path, what):
+    from deepfashion2.apps.catalogue.search import catalogue_config
+
+    folder = tmp_path / "cat"
+    _catalogue(folder)
+    deep = ("[" * 100_000 + "]" * 100_000).encode()
+    if what == "images.json":
+        shard = _shard(folder)
+        entry = checked.write_bytes(os.path.join(shard, what), deep)
+        manifest = json.load(open(os.path.join(shard, "manifest.json")))
+        manifest["files"][what] = entry
+        checked.write_bytes(os.path.join(shard, "manifest.json"), json.dumps(manifest).encode())
+    else:
+        (folder / what).write_bytes(deep if what.endswith("json") else b"a: " + deep)
+    with pytest.raises(CatalogueError, match=f"{what}: .*nested too deeply") as e:
+        (
+            catalogue_config(Catalogue(str(folder)))
+            if what == "config.yaml"
+            else len(Catalogue(str(folder)))
+        )
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("policy", [{"exact_max": "x"}, {"exact_max": True}, {"index": "x"}])
+def test_a_policy_that_is_not_one_is_refused_at_open(tmp_path, policy):
+    folder = tmp_path / "cat"
+    _catalogue(folder)
+    meta = json.load(open(folder / "catalogue.json"))
+    meta["policy"].update(policy)
+    (folder / "catalogue.json").write_text(json.dumps(meta))
+    with pytest.raises(CatalogueError, match="catalogue.json: policy: index one of"):
+        Catalogue(str(folder))
+
+
+def test_a_name_that_is_not_utf8_is_kept_exactly_and_shown_escaped(tmp_path):
+    name = os.fsdecode(b"caf\xe9.jpg")
+    cat = Catalogue.create(str(tmp_path / "cat"), IDENT, images_root="/shop")
+    rng = np.random.default_rng(0)
+    cat.add([name], [(np.zeros((1, 4)), np.array([3]), np.array([0.9]), _unit(rng, 1))])
+    cat = Catalogue(str(tmp_path / "cat"))
+    assert cat.entries().images == [name]  # the exact bytes: os.fsencode gives them back
+    found = cat.search(cat.entries().embeddings, np.array([3]), 1)
+    assert found[0][0]["image"] == "caf\\xe9.jpg"
+    json.dumps(found, ensure_ascii=False).encode("utf-8")  # what the service sends

@@ -219,6 +219,8 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
+        if "slowhead" in self.path or "slowchunk" in self.path:
+            return self._trickle()
         self.send_response(200)
         self.end_headers()
         chunk = b"x" * 65536
@@ -230,6 +232,21 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
                     self.wfile.write(b"x")
                     self.wfile.flush()
                     time.sleep(0.2)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    def _trickle(self):
+        """The status line and headers (slowhead), or a chunk-size line (slowchunk), a byte
+        every 0.2 s: each read gets a byte long before any per-read timeout."""
+        head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+        slow = head + b"0" * 10_000 if "slowhead" in self.path else b"0" * 10_000
+        try:
+            if "slowchunk" in self.path:
+                self.wfile.write(head + b"1\r\nx\r\n")
+            for byte in slow:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+                time.sleep(0.2)
         except (BrokenPipeError, ConnectionResetError):
             pass
 
@@ -256,12 +273,14 @@ def test_an_endless_body_stops_at_the_size_cap(hostile, monkeypatch):
     assert os.listdir(hostile) == []  # no .part left
 
 
-def test_a_trickling_body_stops_at_the_deadline(hostile, monkeypatch):
+@pytest.mark.parametrize("name", ["trickle", "slowhead", "slowchunk"])
+def test_a_trickling_server_stops_at_the_deadline(hostile, monkeypatch, name):
+    """Body, status line and headers, or chunk framing: one deadline for the whole exchange."""
     monkeypatch.setenv("DEEPFASHION2_DOWNLOAD_DEADLINE", "1.5")
     t0 = time.monotonic()
     with pytest.raises(ModelZooError, match="not downloaded within the 1.5 s deadline"):
         DetectionCheckpointer(torch.nn.Linear(3, 1)).load(
-            "deepfashion2://trickle.pth#sha256=" + "0" * 64
+            f"deepfashion2://{name}.pth#sha256=" + "0" * 64
         )
     assert time.monotonic() - t0 < 10
     assert os.listdir(hostile) == []

@@ -25,7 +25,9 @@ import os
 import sys
 import time
 
-from deepfashion2.data import DeepFashion2FormatError, load_deepfashion2
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
+
+from deepfashion2.data import load_deepfashion2
 from deepfashion2.evaluation import (
     GroundTruth,
     ResultFormatError,
@@ -38,6 +40,7 @@ from deepfashion2.evaluation import (
 from deepfashion2.evaluation.detections import load_result_files, read_json
 from deepfashion2.evaluation.retrieval import topk_percent
 from deepfashion2.evaluation.tables import json_safe
+from deepfashion2.utils.cli import fail, tool_main
 
 
 def parse_args(argv=None):
@@ -61,19 +64,16 @@ def is_retrieval_submission(entries) -> bool:
     )
 
 
+@tool_main
 def main(argv=None) -> dict:
     """Scores the files; bad input ends with one line naming the file, entry and field."""
-    args = parse_args(argv)
-    try:
-        return run(args)
-    except (ResultFormatError, DeepFashion2FormatError, OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    return run(parse_args(argv))
 
 
 def run(args) -> dict:
     start = time.perf_counter()
     if bool(args.query_gt) != bool(args.gallery_gt):
-        raise ValueError("--query-gt and --gallery-gt go together")
+        fail("--query-gt and --gallery-gt go together")
     files = {path: read_json(path) for path in args.results}  # each file parsed once
     for path, entries in files.items():
         if isinstance(entries, list) and not entries:
@@ -81,17 +81,17 @@ def run(args) -> dict:
     retrieval = [p for p, e in files.items() if is_retrieval_submission(e)]
     detection = {p: e for p, e in files.items() if p not in retrieval}
     if len(retrieval) > 1:
-        raise ValueError(f"more than one retrieval submission: {retrieval}")
+        fail(f"more than one retrieval submission: {retrieval}")
     need_split = detection or (retrieval and not args.query_gt)
     if need_split and not (args.anno_dir and args.image_dir):
-        raise ValueError("--anno-dir and --image-dir are needed for these results")
+        fail("--anno-dir and --image-dir are needed for these results")
     gt = (
         GroundTruth.from_dicts(load_deepfashion2(args.anno_dir, args.image_dir))
         if need_split
         else None
     )
     if gt is not None and not gt.num_items:
-        raise ValueError(f"{args.anno_dir}: the split holds no annotated items")
+        fail(f"{args.anno_dir}: the split holds no annotated items")
     results = (
         tables.to_detectron2(evaluate(gt, load_result_files(detection, gt))) if detection else {}
     )
@@ -103,7 +103,7 @@ def run(args) -> dict:
         else:
             rgt = RetrievalGroundTruth.from_groundtruth(gt)
         if not rgt.num_queries:
-            raise ValueError("the retrieval ground truth holds no query with style > 0")
+            fail("the retrieval ground truth holds no query with style > 0")
         path = retrieval[0]
         scores = score_submission(Submission.from_json(files[path], path), rgt)
         results["retrieval"] = topk_percent(scores)

@@ -20,11 +20,13 @@ import json
 import os
 import shutil
 
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 import torch
-from detectron2.config import get_cfg
 
-from deepfashion2 import add_deepfashion2_config
+from deepfashion2.config import load_config
+from deepfashion2.engine.checkpoint import read_weights_only
 from deepfashion2.model_zoo import sha256_of
+from deepfashion2.utils.cli import fail, tool_main
 
 
 def _ap(metrics: dict, task: str, key: str = "AP") -> str:
@@ -32,6 +34,7 @@ def _ap(metrics: dict, task: str, key: str = "AP") -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+@tool_main
 def main(argv=None) -> str:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True)
@@ -42,13 +45,14 @@ def main(argv=None) -> str:
     p.add_argument("--schedule", default="", help="for the table, e.g. 1x")
     args = p.parse_args(argv)
 
-    cfg = get_cfg()
-    add_deepfashion2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    ckpt = torch.load(args.weights, map_location="cpu", weights_only=True)
-    model = ckpt.get("model", ckpt)
+    cfg = load_config(args.config_file)
+    if not os.path.isfile(args.weights):
+        fail(
+            f"{args.weights}: no such checkpoint", "`make demo` writes output/demo/model_final.pth"
+        )
+    model = read_weights_only(args.weights)["model"]
     if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
-        raise SystemExit(f"{args.weights}: no model state_dict in the checkpoint")
+        fail(f"{args.weights}: no model state_dict in the checkpoint")
     os.makedirs(args.output, exist_ok=True)
     pth = os.path.join(args.output, args.name + ".pth")
     torch.save({"model": model, "__author__": "deepfashion2"}, pth)

@@ -22,14 +22,15 @@ import argparse
 import os
 import sys
 
-from detectron2.config import get_cfg
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 from detectron2.utils.logger import setup_logger
 
-from deepfashion2 import add_deepfashion2_config
 from deepfashion2.apps.catalogue import index_images
-from deepfashion2.retrieval import CatalogueError
+from deepfashion2.config import load_config
+from deepfashion2.utils.cli import fail, tool_main
 
 
+@tool_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", required=True)
@@ -44,26 +45,21 @@ def main(argv=None):
     )  # fmt: skip
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
-    setup_logger(name="deepfashion2")
-    cfg = get_cfg()
-    add_deepfashion2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
     if not os.path.isdir(args.images):
-        raise SystemExit(f"error: {args.images} is not a folder")
-    try:
-        cat = index_images(
-            cfg,
-            args.images,
-            args.output,
-            config_name=os.path.basename(args.config_file),
-            batch_size=args.batch_size,
-            num_procs=args.num_gpus,
-            retry_skipped=args.retry_skipped,
-            lenient=args.lenient,
-        )
-    except (CatalogueError, OSError) as e:  # other weights or folder, damage, a full disk
-        raise SystemExit(f"error: {e}") from None
+        fail(f"{args.images}: not a folder", "--images takes the folder of shop images")
+    setup_logger(name="deepfashion2")
+    cfg = load_config(args.config_file, args.opts)
+    # other weights or folder, damage, a full disk: one line (utils.cli)
+    cat = index_images(
+        cfg,
+        args.images,
+        args.output,
+        config_name=os.path.basename(args.config_file),
+        batch_size=args.batch_size,
+        num_procs=args.num_gpus,
+        retry_skipped=args.retry_skipped,
+        lenient=args.lenient,
+    )
     skipped = len(cat.skipped_images())
     print(
         f"{args.output}: {len(cat)} garments in {len(cat.entries().images)} images"

@@ -17,7 +17,7 @@ The model is the catalogue's own (its config.yaml and weights); overrides are ch
 an embedding size other than the catalogue's are refused. A catalogue folder is data: its config
 is read as plain YAML (tags refused), the weights it names must be a local .pth file or a
 deepfashion2:// name this project trusts (else give MODEL.WEIGHTS yourself), and a damaged file
-is refused by name. Exit status 1 with one line on stderr for any such refusal.
+is refused by name. Exit status 2 with one line on stderr for any such refusal.
 """
 
 from __future__ import annotations
@@ -27,10 +27,13 @@ import json
 import os
 import re
 
-from deepfashion2.apps.catalogue import UnreadableImageError, search_photos
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
+
+from deepfashion2.apps.catalogue import search_photos
 from deepfashion2.apps.catalogue.search import PEOPLE_POLICY
-from deepfashion2.retrieval import CatalogueError
+from deepfashion2.errors import DeepFashion2Error
 from deepfashion2.retrieval.catalogue import MAX_TOP_K
+from deepfashion2.utils.cli import fail, tool_main
 
 CONFIG_KEY = re.compile(r"[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)+")
 
@@ -60,6 +63,7 @@ def summary(results: list[dict], shown: int = 3) -> str:
     return "\n".join(lines)
 
 
+@tool_main
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--catalogue", required=True)
@@ -91,7 +95,7 @@ def main(argv=None) -> dict:
         p.error("--input: no photo given")
     for photo in args.input:
         if not os.path.isfile(photo):
-            raise SystemExit(f"error: {photo}: no such file")
+            fail(f"{photo}: no such file", "--input takes photos")
     policy = {} if args.benchmark_policy else dict(PEOPLE_POLICY)
     if args.min_score is not None:
         policy["min_score"] = args.min_score
@@ -108,8 +112,10 @@ def main(argv=None) -> dict:
             image_root=args.images,
             **policy,
         )
-    except (CatalogueError, UnreadableImageError, OSError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    except ValueError as e:  # a policy out of range (min-score, max-garments)
+        if isinstance(e, DeepFashion2Error):
+            raise
+        fail(str(e))
     if args.json:
         print(json.dumps(result["results"], indent=1, allow_nan=False))
     else:

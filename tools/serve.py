@@ -24,9 +24,13 @@ import json
 import os
 import sys
 
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 import torch
 
+from deepfashion2.utils.cli import tool_main
 
+
+@tool_main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--catalogue", required=True)
@@ -40,7 +44,6 @@ def main(argv=None) -> None:
 
     from deepfashion2.apps.serve.app import ENV_CATALOGUE, ENV_IMAGES, ENV_OPTS, create_app
     from deepfashion2.apps.serve.guard import HeaderTimeoutProtocol
-    from deepfashion2.retrieval import CatalogueError
 
     opts = list(args.opts)
     if "MODEL.DEVICE" not in opts[::2]:
@@ -53,10 +56,7 @@ def main(argv=None) -> None:
             port=args.port, workers=args.workers, http=HeaderTimeoutProtocol,
         )  # fmt: skip
         return
-    try:
-        app = create_app(args.catalogue, opts, image_root=args.images)
-    except (CatalogueError, FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"error: {e}") from None
+    app = create_app(args.catalogue, opts, image_root=args.images)  # errors: one line
     print(f"Serving {args.catalogue} on http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, http=HeaderTimeoutProtocol)
 

@@ -14,29 +14,36 @@ augmentation (``TEST.AUG.MIN_SIZES``, ``MAX_SIZE``, ``FLIP``; landmarks flipped 
 the results gain ``bbox_TTA``, ... and the tables go to ``<OUTPUT_DIR>/inference_TTA``.
 """
 
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 import torch
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, hooks
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from deepfashion2 import add_deepfashion2_config
 from deepfashion2.compat import explain_environment_table
-from deepfashion2.engine import CheckpointMismatchError, DeepFashion2Checkpointer, Trainer, launch
+from deepfashion2.config import load_config as load_project_config
+from deepfashion2.engine import DeepFashion2Checkpointer, Trainer, launch
+from deepfashion2.modeling.test_time_augmentation import tta_passes
+from deepfashion2.utils.cli import fail, tool_main
 
 
 def load_config(args):
     """The config; a CUDA config on a machine without CUDA is one line, not a traceback."""
-    cfg = get_cfg()
-    add_deepfashion2_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
+    cfg = load_project_config(args.config_file, args.opts)
     if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        raise SystemExit(
-            f"error: {args.config_file} runs on CUDA (MODEL.DEVICE {cfg.MODEL.DEVICE}) and this "
-            "machine has no CUDA device: add MODEL.DEVICE cpu to run it on the CPU (slowly), or "
-            "use configs/EfficientNet-Lite0-CPU.yaml"
+        fail(
+            f"{args.config_file} runs on CUDA (MODEL.DEVICE {cfg.MODEL.DEVICE}) and this "
+            "machine has no CUDA device",
+            "add MODEL.DEVICE cpu to run it on the CPU (slowly), or use "
+            "configs/EfficientNet-Lite0-CPU.yaml",
+        )
+    if cfg.TEST.AUG.ENABLED:
+        passes = tta_passes(cfg)
+        print(
+            "TEST.AUG.ENABLED: after the plain evaluation, a second one with test-time "
+            f"augmentation: {passes} passes per image, some at larger sizes, so about {passes}x "
+            "the plain evaluation's time or more"
         )
     return cfg
 
@@ -73,18 +80,21 @@ def main(args):
     return trainer.train()
 
 
-if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+@tool_main
+def cli(argv=None):
+    """The command: errors of the config, data and checkpoints are one line (utils.cli)."""
+    args = default_argument_parser().parse_args(argv)
     print("Command Line Args:", args)
     load_config(args)  # before any process starts: its errors once, in one line
-    try:
-        launch(
-            main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args,),
-        )
-    except CheckpointMismatchError as e:  # one line, not a traceback
-        raise SystemExit(f"error: {e}") from None
+    return launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+
+
+if __name__ == "__main__":
+    cli()

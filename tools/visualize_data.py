@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 
+import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 import numpy as np
 from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -23,10 +24,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from deepfashion2 import add_deepfashion2_config  # (and registers the builtin splits)
-from deepfashion2.data import DeepFashion2FormatError, dataset_dicts, register_deepfashion2
+from deepfashion2.data import dataset_dicts, register_deepfashion2
+from deepfashion2.utils.cli import tool_main
 from deepfashion2.utils.visualizer import DeepFashion2Visualizer
 
 
+@tool_main
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--dataset", help="a registered split, e.g. deepfashion2_validation")
@@ -48,10 +51,7 @@ def main(argv=None) -> None:
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
     cfg.DEEPFASHION2.LENIENT = args.lenient
-    try:
-        dicts = dataset_dicts(name, cfg)
-    except DeepFashion2FormatError as e:
-        raise SystemExit(f"error: {e} (--lenient skips such items)") from None
+    dicts = dataset_dicts(name, cfg)  # a malformed item: one line, with --lenient as the hint
     meta = MetadataCatalog.get(name)
     os.makedirs(args.output, exist_ok=True)
     for d in tqdm(dicts[: args.num or None], desc="Drawing", unit="image"):

@@ -1,4 +1,9 @@
+import os
+
+import yaml
 from detectron2.config import CfgNode as CN
+
+from .errors import FileError
 
 # DEEPFASHION2.RETRIEVAL, in one place: the config's defaults and RetrievalEvaluator's arguments
 RETRIEVAL_DEFAULTS = {
@@ -82,3 +87,39 @@ def add_deepfashion2_config(cfg: CN) -> None:
     cfg.MODEL.ROI_MATCH_HEAD.NUM_PROXIES = 0
     # Foreground RoIs of paired garments per image that the loss sees (random subset).
     cfg.MODEL.ROI_MATCH_HEAD.MAX_ROIS_PER_IMAGE = 32
+
+
+class ConfigError(FileError, ValueError):
+    """A config file or override that is not one of this project's (missing, unknown key)."""
+
+
+def load_config(config_file: str, opts=(), *, freeze: bool = False) -> CN:
+    """
+    Detectron2's config with the DeepFashion2 options, ``config_file`` and ``opts`` (``KEY VALUE``
+    ...) merged: what every tool starts from. A missing file, an unknown key or a value of the
+    wrong type is a :class:`ConfigError` naming the file (or the override) and the key.
+    """
+    from detectron2.config import get_cfg
+
+    cfg = get_cfg()
+    add_deepfashion2_config(cfg)
+    if not os.path.isfile(config_file):
+        raise ConfigError(config_file, "no such config file", "the project's are in configs/")
+    try:
+        cfg.merge_from_file(config_file)
+    except (KeyError, ValueError, TypeError, AssertionError, yaml.YAMLError) as e:
+        raise ConfigError(config_file, _first_line(e)) from None
+    try:
+        cfg.merge_from_list(list(opts))
+    except (KeyError, ValueError, TypeError, AssertionError) as e:
+        raise ConfigError(
+            "the overrides", f"{_first_line(e)}", "give them as KEY VALUE pairs of known keys"
+        ) from None
+    if freeze:
+        cfg.freeze()
+    return cfg
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().strip("'\"")
+    return text.splitlines()[0][:300] if text else type(e).__name__

@@ -26,8 +26,17 @@ def printable(path) -> str:
 
 class DeepFashion2Error(Exception):
     """
-    Base of the errors that carry their fields: ``path`` (the file or folder, as given), ``reason``
-    (why, one line) and ``hint`` (what helps, or ""). ``str()`` is ``"<path>: <reason>"``.
+    Base of the project's own errors: a user's mistake or damaged input, never a bug. The message
+    is one line; ``hint`` says what helps (a switch, a path), or is "".
+    """
+
+    hint: str = ""
+
+
+class FileError(DeepFashion2Error):
+    """
+    An error about one file or folder, with its fields: ``path`` (as given), ``reason`` (why, one
+    line) and ``hint``. ``str()`` is ``"<path>: <reason>"``, the path printable.
     """
 
     def __init__(self, path, reason: str = "", hint: str = ""):

@@ -18,14 +18,17 @@ import imagesize
 import numpy as np
 import orjson
 
+from ..errors import DeepFashion2Error
 from ..landmarks import ATTRIBUTES, CATEGORY_BY_ID, SOURCES
 from ..utils.arrays import plain_number
 
 ITEM_ATTRIBUTES = tuple(ATTRIBUTES)  # scale, occlusion, zoom_in, viewpoint
 
 
-class DeepFashion2FormatError(ValueError):
+class DeepFashion2FormatError(DeepFashion2Error, ValueError):
     """A malformed annotation. ``reason`` is a short key used to count skips in lenient mode."""
+
+    hint = "--lenient skips such items, counted (LENIENT=1 for make demo)"
 
     def __init__(self, file: str, item: str | None, field: str, message: str, reason: str = ""):
         self.file, self.item, self.field, self.message = file, item, field, message
@@ -61,6 +64,10 @@ class ParsedImage:
 # Ids are stored as int32 (item numbers) and written to COCO-style files whose readers use 32-bit
 # ids; a larger number in a file name or an item key is refused rather than wrapped.
 MAX_ID = 2**31 - 1
+# Bounds far above the dataset's own files (a few kB, a handful of garments each; at most 2 in
+# the real samples), so that a hostile file is refused at once instead of parsed for minutes.
+MAX_ANNOTATION_BYTES = 16 << 20
+MAX_ITEMS = 1000
 
 
 def _ascii_number(text: str) -> int | None:
@@ -97,6 +104,10 @@ def item_keys(anno_file: str, obj: dict) -> list[str]:
     for k in obj:
         if not k.startswith("item"):
             continue
+        if len(names) == MAX_ITEMS:
+            raise DeepFashion2FormatError(
+                anno_file, None, "items", f"more than {MAX_ITEMS} items", "items: too many"
+            )
         n = _ascii_number(k[4:])
         if n is None:
             raise DeepFashion2FormatError(
@@ -330,7 +341,12 @@ def parse_annotation(
     try:
         _require_plain_file(anno_file, anno_file, "file")
         with open(anno_file, "rb") as f:
-            raw = f.read()
+            raw = f.read(MAX_ANNOTATION_BYTES + 1)
+        if len(raw) > MAX_ANNOTATION_BYTES:
+            raise DeepFashion2FormatError(
+                anno_file, None, "file", f"more than {MAX_ANNOTATION_BYTES:,} bytes",
+                "file: too large",
+            )  # fmt: skip
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         try:  # NaN/Infinity literals: not JSON, but Python's json writes them; report the field

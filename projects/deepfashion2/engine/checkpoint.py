@@ -34,6 +34,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from .. import compat
+from ..errors import DeepFashion2Error, FileError
 from ..utils.files import atomic_write
 
 logger = logging.getLogger(__name__)
@@ -52,8 +53,16 @@ _UNREADABLE = (
 )
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(DeepFashion2Error, RuntimeError):
     """A checkpoint of another model than the one it would be loaded into."""
+
+
+class CheckpointError(FileError, RuntimeError):
+    """Weights or a checkpoint that cannot be read: ``path``, ``reason``, ``hint``."""
+
+
+class UnsafeWeightsError(FileError, ValueError):
+    """Weights someone else's folder names that could run code or come from anywhere."""
 
 
 # keys Detectron2 itself tolerates when they are missing or extra (detection_checkpoint.py)
@@ -100,11 +109,23 @@ def optimizer_mismatch(optimizer: torch.optim.Optimizer, saved: dict) -> str | N
 
 
 def read_weights_only(filename: str) -> dict:
-    """A ``.pth`` file as tensors and plain containers (no code runs); ``{"model": ...}`` form."""
-    loaded = torch.load(filename, map_location="cpu", weights_only=True)
+    """A ``.pth`` file as tensors and plain containers (no code runs); ``{"model": ...}`` form.
+    A file that is not one (truncated, empty, pickled objects) is a :class:`CheckpointError`."""
+    try:
+        loaded = torch.load(filename, map_location="cpu", weights_only=True)
+    except _UNREADABLE as e:
+        raise CheckpointError(filename, _unreadable(e)) from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"{filename}: not a checkpoint (a {type(loaded).__name__})")
+        raise CheckpointError(filename, f"not a checkpoint (a {type(loaded).__name__})")
     return loaded if "model" in loaded else {"model": loaded}
+
+
+def _unreadable(e: BaseException) -> str:
+    """Why torch.load refused a file, in one line (its messages run to a page)."""
+    if isinstance(e, pickle.UnpicklingError):
+        return "refused: it holds pickled objects, not only weights (nothing in it was run)"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"unreadable, truncated or not a checkpoint ({type(e).__name__}: {first[:200]})"
 
 
 class DeepFashion2Checkpointer(DetectionCheckpointer):
@@ -136,6 +157,11 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
     def load(self, path: str, *args, **kwargs) -> dict:
         if path and not self.allow_pickle:
             refuse_unsafe_weights(path)
+        if path and "://" not in path and not os.path.isfile(path):
+            raise CheckpointError(
+                path, "no such weights file (MODEL.WEIGHTS)",
+                "name a .pth file; `make demo` writes output/demo/model_final.pth",
+            )  # fmt: skip
         return super().load(path, *args, **kwargs)
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
@@ -149,15 +175,15 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
         for candidate in self._resume_candidates():
             try:
                 checkpoint = read_weights_only(candidate)  # one of ours: no code
-            except _UNREADABLE as e:
-                logger.warning(f"Cannot resume from {candidate} ({type(e).__name__}: {e}).")
+            except CheckpointError as e:
+                logger.warning(f"Cannot resume from {e}.")
                 continue
             self._check_belongs(candidate, checkpoint)
             return self._restore(candidate, checkpoint)
-        raise RuntimeError(
-            f"--resume: no intact checkpoint in {self.save_dir}; remove its last_checkpoint to "
-            "start from MODEL.WEIGHTS"
-        )
+        raise CheckpointError(
+            self.save_dir, "--resume: no intact checkpoint here",
+            "remove its last_checkpoint to start from MODEL.WEIGHTS",
+        )  # fmt: skip
 
     def _check_belongs(self, filename: str, checkpoint: dict) -> None:
         """Refuse, before loading anything, a checkpoint of another model or optimizer."""
@@ -210,7 +236,10 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
         if not self.allow_pickle:
             refuse_unsafe_weights(filename)
             return read_weights_only(filename)
-        return super()._load_file(filename)
+        try:
+            return super()._load_file(filename)
+        except _UNREADABLE as e:
+            raise CheckpointError(filename, _unreadable(e)) from None
 
 
 def refuse_unsafe_weights(path: str) -> None:
@@ -222,11 +251,11 @@ def refuse_unsafe_weights(path: str) -> None:
     """
     scheme = path.split("://", 1)[0] if "://" in path else ""
     if scheme and scheme != "deepfashion2":
-        raise ValueError(f"{path}: weights from a {scheme}:// URL are refused here")
+        raise UnsafeWeightsError(path, f"weights from a {scheme}:// URL are refused here")
     if scheme == "deepfashion2" and "#" in path:
-        raise ValueError(f"{path}: a hash given beside the weights is not trusted here")
+        raise UnsafeWeightsError(path, "a hash given beside the weights is not trusted here")
     if not path.split("#", 1)[0].endswith(".pth"):
-        raise ValueError(
-            f"{path}: only .pth weights (read without running code) are accepted here; "
-            ".pkl files are unpickled, which runs whatever code they hold"
-        )
+        raise UnsafeWeightsError(
+            path, "only .pth weights (read without running code) are accepted here; "
+            ".pkl files are unpickled, which runs whatever code they hold",
+        )  # fmt: skip

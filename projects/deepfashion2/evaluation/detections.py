@@ -19,6 +19,7 @@ import orjson
 from pycocotools import mask as mask_util
 
 from .. import landmarks as L
+from ..errors import DeepFashion2Error
 from ..utils.arrays import offsets
 
 # result field -> the tasks it is scored in
@@ -29,7 +30,7 @@ FIELD_TASKS = {
 }
 
 
-class ResultFormatError(ValueError):
+class ResultFormatError(DeepFashion2Error, ValueError):
     """A result entry that cannot be scored; names the file, the entry and the field."""
 
     def __init__(self, file: str, entry: int | None, fld: str, message: str):
@@ -236,6 +237,9 @@ def _numbers(entries: list, fld: str, n: int, file: str) -> np.ndarray:
 
 
 MAX_MASK_SIDE = 100_000
+# numbers in one result's polygons: a garment's outline has a few hundred points (the dataset's
+# own polygons, the official converter's masks); 10^6 points would take pycocotools minutes
+MAX_POLYGON_NUMBERS = 20_000
 
 
 def _rle_problem(size: list, counts) -> str | None:
@@ -299,6 +303,16 @@ def _rle(seg, i: int, file: str, image_id: int, gt) -> dict:
     elif isinstance(seg, list):
         if gt is None:
             raise ResultFormatError(file, i, "segmentation", "polygons need the image size")
+        if not all(isinstance(p, list) for p in seg):
+            raise ResultFormatError(file, i, "segmentation", "polygons must be lists of numbers")
+        if sum(len(p) for p in seg) > MAX_POLYGON_NUMBERS:
+            raise ResultFormatError(
+                file, i, "segmentation", f"polygons of more than {MAX_POLYGON_NUMBERS} numbers"
+            )
+        for p in seg:
+            for x in p:
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                    raise ResultFormatError(file, i, "segmentation", f"{x!r} is not a number")
         k = int(gt.image_index([image_id])[0])
         h, w = int(gt.heights[k]), int(gt.widths[k])
         try:
@@ -321,11 +335,27 @@ def read_json(path: str):
     with open(path, "rb") as f:
         data = f.read()
     try:
-        return orjson.loads(data)
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         hint = " (NaN and Infinity are not JSON)" if b"NaN" in data or b"Infinity" in data else ""
         what = "empty file" if not data.strip() else f"invalid JSON{hint}: {e}"
         raise ResultFormatError(path, None, "<json>", what) from None
+    if b"true" in data or b"false" in data:  # rare in a result file: then look for bools
+        _refuse_bools_in_lists(obj, path)
+    return obj
+
+
+def _refuse_bools_in_lists(entries, file: str) -> None:
+    """``true`` where a list of numbers is expected: numpy would read it as 1.0."""
+    if not isinstance(entries, list):
+        return
+    for i, e in enumerate(entries):
+        if not isinstance(e, dict):
+            continue
+        for fld in ("bbox", "keypoints"):
+            v = e.get(fld)
+            if isinstance(v, list) and any(isinstance(x, bool) for x in v):
+                raise ResultFormatError(file, i, fld, "true/false where a number is expected")
 
 
 def load_result_files(files: dict[str, list], gt=None) -> dict[str, Detections]:
@@ -347,6 +377,8 @@ def load_result_files(files: dict[str, list], gt=None) -> dict[str, Detections]:
     for task, cands in by_task.items():
         cands.sort(key=lambda c: c[0])
         if len(cands) > 1 and cands[0][0] == cands[1][0]:
-            raise ValueError(f"{task} results given twice: {cands[0][1]} and {cands[1][1]}")
+            raise ResultFormatError(
+                cands[1][1], None, "<file>", f"{task} results given twice (also in {cands[0][1]})"
+            )
         out[task] = cands[0][2]
     return out

@@ -25,11 +25,15 @@ between the check and the load is never used.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
+import http.client
 import os
 import re
 import shutil
+import socket
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -38,6 +42,7 @@ import urllib.request
 from detectron2.utils.file_io import PathManager
 from iopath.common.file_io import PathHandler
 
+from ..errors import DeepFashion2Error
 from ..utils.files import remove_dead_temporaries, temporary_prefix
 
 ENV_BASE_URL = "DEEPFASHION2_MODEL_ZOO_URL"
@@ -51,7 +56,7 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]*(/[A-Za-z0-9_][A-Za-z0-9_.+-]*)*")
 
 
-class ModelZooError(RuntimeError):
+class ModelZooError(DeepFashion2Error, RuntimeError):
     """A model-zoo file that cannot be had: unreachable, too large, too slow, untrusted."""
 
 
@@ -70,7 +75,7 @@ def sha256_of(path: str) -> str:
 def base_url() -> str:
     url = os.environ.get(ENV_BASE_URL)
     if not url:
-        raise RuntimeError(
+        raise ModelZooError(
             f"no model-zoo location: set ${ENV_BASE_URL} to the URL (or file:// folder) that "
             "serves the checkpoints (tools/export_model.py writes them)"
         )
@@ -150,13 +155,84 @@ def download_deadline() -> float:
     return float(os.environ.get(ENV_DEADLINE, 1800))
 
 
+class _Deadline:
+    """
+    One deadline for a whole HTTP exchange: connect, status line, headers, chunk framing, body.
+    A watchdog shuts the connection's socket down when it passes, which ends any read in
+    progress however slowly the server trickles (a per-read timeout cannot: each byte resets it).
+    """
+
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def left(self) -> float:
+        return max(self.end - time.monotonic(), 0.001)
+
+    def watch(self, sock: socket.socket) -> None:
+        self._sockets.append(sock)
+        if self.expired:
+            self._expire()
+
+    def _expire(self) -> None:
+        self.expired = True
+        for sock in self._sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _watched(connection_class):
+    class Watched(connection_class):
+        def __init__(self, *args, deadline: _Deadline, **kwargs):
+            super().__init__(*args, **kwargs)
+            self._deadline = deadline
+
+        def connect(self):
+            super().connect()
+            self._deadline.watch(self.sock)
+
+    return Watched
+
+
+_HTTP, _HTTPS = _watched(http.client.HTTPConnection), _watched(http.client.HTTPSConnection)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def http_open(self, req):
+        return self.do_open(_HTTP, req, deadline=self.deadline)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, deadline: _Deadline):
+        super().__init__()
+        self.deadline = deadline
+
+    def https_open(self, req):
+        return self.do_open(_HTTPS, req, context=self._context, deadline=self.deadline)
+
+
 def _download(url: str, f, limit: int, deadline: float) -> str:
     """Stream ``url`` into ``f`` within ``limit`` bytes and ``deadline`` seconds; its sha256."""
     h, size = hashlib.sha256(), 0
-    end = time.monotonic() + deadline
+    clock = _Deadline(deadline)
+    late = ModelZooError(
+        f"{url}: not downloaded within the {deadline:g} s deadline (${ENV_DEADLINE})"
+    )
+    opener = urllib.request.build_opener(_HTTPHandler(clock), _HTTPSHandler(clock))
     try:
-        # the per-read timeout bounds a silent server; the deadline bounds a trickling one
-        with urllib.request.urlopen(url, timeout=min(60.0, deadline)) as r:
+        # the per-read timeout bounds a silent server; the watchdog, the whole exchange
+        with opener.open(url, timeout=min(60.0, deadline)) as r:
             length = r.headers.get("Content-Length") if hasattr(r, "headers") else None
             if length and length.isdigit() and int(length) > limit:
                 raise ModelZooError(
@@ -164,13 +240,12 @@ def _download(url: str, f, limit: int, deadline: float) -> str:
                 )
             read = getattr(r, "read1", r.read)  # returns what one receive brings
             while True:
-                if time.monotonic() > end:
-                    raise ModelZooError(
-                        f"{url}: not downloaded within the {deadline:g} s deadline "
-                        f"(${ENV_DEADLINE}); {size:,} bytes received"
-                    )
+                if clock.expired:
+                    raise late
                 block = read(1 << 20)
                 if not block:
+                    if clock.expired:  # the watchdog ended the read: not the file's end
+                        raise late
                     return h.hexdigest()
                 size += len(block)
                 if size > limit:
@@ -179,9 +254,13 @@ def _download(url: str, f, limit: int, deadline: float) -> str:
                     )
                 h.update(block)
                 f.write(block)
-    except (urllib.error.URLError, OSError) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        if clock.expired:
+            raise late from None
         reason = getattr(e, "reason", None) or e
         raise ModelZooError(f"cannot download {url}: {reason}") from None
+    finally:
+        clock.cancel()
 
 
 # (cached file, sha256, its size, mtime, ctime) -> the private verified copy

@@ -20,6 +20,7 @@ import os
 
 import torch
 
+from ..errors import DeepFashion2Error
 from .handler import sha256_of
 
 # name usable in MODEL.TIMM.WEIGHTS -> the package, its file, the file's sha256, the timm model
@@ -36,7 +37,7 @@ TF_PIXEL_MEAN = (127.5, 127.5, 127.5)
 TF_PIXEL_STD = (127.5, 127.5, 127.5)
 
 
-class WeightsError(ValueError):
+class WeightsError(DeepFashion2Error, ValueError):
     """Weights that are missing, not the pinned file, or that do not fit the model."""
 
 

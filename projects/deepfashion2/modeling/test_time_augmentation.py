@@ -58,6 +58,11 @@ def average_heatmaps(logits: list[torch.Tensor]) -> torch.Tensor:
     return probs.clamp_min(torch.finfo(probs.dtype).tiny).log().reshape(n, k, s, s)
 
 
+def tta_passes(cfg) -> int:
+    """Forward passes per image that test-time augmentation makes (sizes x flips)."""
+    return len(cfg.TEST.AUG.MIN_SIZES) * (2 if cfg.TEST.AUG.FLIP else 1)
+
+
 def with_tta(cfg, model: nn.Module) -> nn.Module:
     """``model`` wrapped in :class:`DeepFashion2RCNNWithTTA` when ``TEST.AUG.ENABLED``."""
     return DeepFashion2RCNNWithTTA(cfg, model) if cfg.TEST.AUG.ENABLED else model

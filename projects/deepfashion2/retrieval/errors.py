@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..errors import DeepFashion2Error
+from ..errors import FileError
 
 
-class CatalogueError(DeepFashion2Error, ValueError):
+class CatalogueError(FileError, ValueError):
     """A catalogue file that is damaged, or not what a catalogue may hold: ``path``, ``reason``."""
 
 

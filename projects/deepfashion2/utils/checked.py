@@ -21,16 +21,16 @@ import zlib
 
 import numpy as np
 
-from ..errors import DeepFashion2Error
+from ..errors import FileError
 from .files import temporary_folder
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
 MAX_FILE_BYTES = 1 << 40  # a size beyond this in a manifest is damage, not data
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # no paths, no hidden names
 
 
-class CheckedFolderError(DeepFashion2Error, ValueError):
+class CheckedFolderError(FileError, ValueError):
     """A checked folder, or one of its files, that is not what its manifest says."""
 
 

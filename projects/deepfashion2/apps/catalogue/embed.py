@@ -19,7 +19,7 @@ from PIL import Image
 
 from ...data import DeepFashion2FormatError, DeepFashion2Mapper
 from ...engine import DeepFashion2Checkpointer
-from ...errors import DeepFashion2Error
+from ...errors import FileError
 from ...evaluation.retrieval_evaluator import best_detections
 from ...model_zoo import sha256_of
 from ...modeling import with_tta
@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 MAX_PIXELS = 50_000_000
 
 
-class UnreadableImageError(DeepFashion2Error, ValueError):
+class UnreadableImageError(FileError, ValueError):
     """An image that cannot be searched or indexed: ``path`` (or the upload's name), ``reason``."""
 
 
