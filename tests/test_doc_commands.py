@@ -9,7 +9,9 @@ dataset root (``$DETECTRON2_DATASETS``), shop images, photos, and result files (
 train or evaluate a model get a short schedule on that split appended (config overrides at the
 end, which Detectron2 applies last; ``make demo`` through its ``DEMO_OPTS``), and the server gets a
 free port. The walk runs as on a CPU machine (``CUDA_VISIBLE_DEVICES`` empty, whatever this one
-has), where the GPU configs must stop with their one-line message.
+has), where the GPU configs must stop with their one-line message, and in a fresh shell: no
+virtual environment is active (``.venv`` is there, as after ``make demo``), so a command that says
+``python`` where it means ``.venv/bin/python`` fails here as it would for a reader.
 What cannot run here is in ``NOT_RUN`` with the reason, and must still be in the documentation.
 """
 
@@ -97,11 +99,7 @@ def world(synthetic_split, tmp_path_factory):
     w = tmp_path_factory.mktemp("reader")
     for name in ("tools", "configs", "datasets", "Makefile", "requirements.txt", "setup.py"):
         os.symlink(os.path.join(ROOT, name), w / name)
-    (w / "bin").mkdir()
-    # `python` is this test's interpreter (a link would lose its virtual environment)
-    python = w / "bin" / "python"
-    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
-    python.chmod(0o755)
+    # the reader's .venv is this test's environment; it is not active (see the walk's PATH)
     os.symlink(sys.prefix, w / ".venv")
     shutil.copytree(synthetic_split, w / "val")
     for split in ("train", "validation"):
@@ -151,9 +149,14 @@ def _serve(words: list[str], w, env) -> str:
 
 def test_every_documented_command_runs_as_written(world):
     w = world
+    # a fresh shell: no virtual environment active, whatever runs this test (a documented
+    # command must name .venv/bin/python, or activate it, to get torch and the project)
+    path = [p for p in os.environ["PATH"].split(os.pathsep)
+            if os.path.realpath(p) != os.path.realpath(os.path.join(sys.prefix, "bin"))]  # fmt: skip
     env = {
-        **os.environ,
-        "PATH": f"{w / 'bin'}{os.pathsep}{os.environ['PATH']}",
+        **{k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")},  # fmt: skip
+        "PATH": os.pathsep.join(path),
         "DETECTRON2_DATASETS": str(w / "d2"),
         "DF2_CACHE_DIR": str(w / "cache"),
         "VENV": sys.prefix,  # make: the environment running this test

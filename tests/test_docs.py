@@ -76,3 +76,12 @@ def test_documented_commands_name_existing_scripts_flags_files_and_keys(doc):
                 assert w in keys, (doc, command, w)
     if "```bash" in text:
         assert checked or "make " in text, doc
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_documented_commands_run_from_a_fresh_shell(doc):
+    """A reader's shell has no environment active: the project's scripts run with .venv's
+    Python, never a bare ``python`` (which has neither torch nor the project)."""
+    text = open(os.path.join(ROOT, doc)).read()
+    bare = re.findall(r"(?<![/\w.])python3? (?:tools|datasets|bench)/\S+", text)
+    assert not bare, f"{doc}: {bare[:3]} (write .venv/bin/python)"

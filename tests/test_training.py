@@ -1,8 +1,10 @@
 """tools/train_net.py on the small CPU config: loss, --eval-only, --resume, 2 processes."""
 
+import glob
 import importlib.util
 import json
 import os
+import shutil
 
 import pytest
 import torch
@@ -241,3 +243,31 @@ def test_a_gpu_config_on_a_machine_without_cuda_says_so_in_one_line(capsys):
     args = default_argument_parser().parse_args(["--config-file", gpu])
     line = one_line_error(capsys, train_net.setup, args)
     assert "has no CUDA device (add MODEL.DEVICE cpu" in line
+
+
+def test_a_split_without_shop_photos_skips_retrieval_saying_so_once(
+    synthetic_split, tmp_path, caplog
+):
+    """A folder of consumer photos: no retrieval evaluator (it could only score zeros after a
+    second inference pass), one warning however often the evaluator is built."""
+    from deepfashion2.config import load_config
+    from deepfashion2.evaluation import DeepFashion2Evaluator
+
+    split = tmp_path / "users"
+    shutil.copytree(synthetic_split, split)
+    for anno in glob.glob(str(split / "annos" / "*.json")):
+        if json.load(open(anno))["source"] == "shop":
+            os.remove(anno)
+            os.remove(anno.replace("annos", "image").replace(".json", ".jpg"))
+    name = "df2_test_users_only"
+    register_deepfashion2(name, str(split / "annos"), str(split / "image"))
+    try:
+        cfg = load_config(CONFIG, ["MODEL.MATCH_ON", "True", "DATASETS.TEST", f"('{name}',)"])
+        for _ in range(2):
+            evaluator = train_net.Trainer.build_evaluator(cfg, name, str(tmp_path / "out"))
+            assert isinstance(evaluator, DeepFashion2Evaluator)
+        said = [r for r in caplog.records if "consumer-to-shop retrieval is not" in r.message]
+        assert len(said) == 1 and "has no shop photos" in said[0].message
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)

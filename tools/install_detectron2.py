@@ -90,7 +90,8 @@ def log(msg: str) -> None:
 
 
 def pip(*args: str) -> None:
-    subprocess.check_call([sys.executable, "-m", "pip", *args])
+    """pip, quiet (its errors still print)."""
+    subprocess.check_call([sys.executable, "-m", "pip", "-q", "--disable-pip-version-check", *args])
 
 
 def sha256(path: Path) -> str:

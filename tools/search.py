@@ -30,7 +30,7 @@ import re
 import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 
 from deepfashion2.apps.catalogue import search_photos
-from deepfashion2.apps.catalogue.search import PEOPLE_POLICY
+from deepfashion2.apps.catalogue.search import PEOPLE_POLICY, TOP_K
 from deepfashion2.errors import DeepFashion2Error
 from deepfashion2.retrieval.catalogue import MAX_TOP_K
 from deepfashion2.utils.cli import fail, tool_main
@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--catalogue", required=True)
     p.add_argument("--input", nargs="+", required=True, help="photos to search with")
-    p.add_argument("--top-k", type=top_k, default=20)
+    p.add_argument("--top-k", type=top_k, default=TOP_K, help=f"results per garment ({TOP_K})")
     p.add_argument("--output", help="write results.json and one picture per photo here")
     p.add_argument(
         "--images", help="the shop images, for the pictures (default: the folder indexed)"

@@ -38,6 +38,9 @@ def add_deepfashion2_config(cfg: CN) -> None:
     # "SGD" (Detectron2's) or "AdamW": converges in far fewer iterations when a small model trains
     # from scratch (the CPU demo); the SOLVER's LR, weight decay, clipping and schedule apply.
     cfg.SOLVER.OPTIMIZER = "SGD"
+    # Periodic checkpoints kept on disk, newest first (model_final always stays): 0 keeps them all,
+    # as Detectron2 does; --resume needs only the newest.
+    cfg.SOLVER.CHECKPOINTS_TO_KEEP = 0
 
     cfg.DEEPFASHION2 = CN()
     # Lenient loading: skip malformed items (counted and logged) instead of stopping at the first.

@@ -303,8 +303,13 @@ def load_split_store(
     return store
 
 
+_LOGGED_SKIPS: set[tuple] = set()  # what this process has already said: once per split and content
+
+
 def _log_skips(anno_dir: str, skips: dict[str, int]) -> None:
-    if skips:
+    key = (os.path.realpath(anno_dir), tuple(sorted(skips.items())))
+    if skips and key not in _LOGGED_SKIPS:
+        _LOGGED_SKIPS.add(key)
         summary = ", ".join(f"{k}: {v}" for k, v in sorted(skips.items(), key=lambda kv: -kv[1]))
         logger.warning(
             f"Lenient load of {anno_dir} skipped {sum(skips.values())} (reason: count): "

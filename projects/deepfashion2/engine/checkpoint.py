@@ -155,7 +155,16 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
         atomic_write(path, lambda f: f.write(last_filename_basename), mode="w")
 
     def load(self, path: str, *args, **kwargs) -> dict:
-        if path and not self.allow_pickle:
+        if not path:  # fvcore would say "from scratch", also when a backbone holds ImageNet weights
+            imagenet = [m.imagenet_weights for m in self.model.modules()
+                        if getattr(m, "imagenet_weights", "")]  # fmt: skip
+            self.logger.info(
+                f"No MODEL.WEIGHTS: fine-tuning from ImageNet weights ({imagenet[0]})"
+                if imagenet
+                else "No MODEL.WEIGHTS: training from scratch"
+            )
+            return {}
+        if not self.allow_pickle:
             refuse_unsafe_weights(path)
         if path and "://" not in path and not os.path.isfile(path):
             raise CheckpointError(

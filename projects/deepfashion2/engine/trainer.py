@@ -18,7 +18,7 @@ from detectron2.data.build import (
     load_proposals_into_dataset,
     print_instances_class_histogram,
 )
-from detectron2.engine import DefaultTrainer
+from detectron2.engine import DefaultTrainer, hooks
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators, inference_on_dataset
 from detectron2.utils import comm
 
@@ -76,6 +76,28 @@ def build_train_dataset_dicts(cfg) -> list[dict]:
     return dicts
 
 
+_SAID: set[str] = set()  # splits whose skipped retrieval this process has already reported
+
+
+def retrieval_possible(dataset_name: str, cfg) -> bool:
+    """
+    Consumer-to-shop retrieval needs consumer and shop photos: a split without one or the other
+    (a folder of consumer photos) skips it, saying so once, instead of scoring zeros after a
+    second inference pass. A split without sources (the test split) keeps it (a submission).
+    """
+    sources = {d.get("source") for d in dataset_dicts(dataset_name, cfg)}
+    missing = [s for s in ("user", "shop") if s not in sources]
+    if None in sources or not missing:
+        return True
+    if dataset_name not in _SAID:
+        _SAID.add(dataset_name)
+        logging.getLogger(__name__).warning(
+            f"{dataset_name} has no {' or '.join(missing)} photos: consumer-to-shop retrieval is "
+            "not evaluated on it"
+        )
+    return False
+
+
 def labelled_landmarks(record: dict) -> int:
     return int(sum((a["landmarks"][:, 2] > 0).sum() for a in record.get("annotations", ())))
 
@@ -96,7 +118,14 @@ class Trainer(DefaultTrainer):
         # (periodic checkpoints) and resume_or_load use ours: atomic writes, safe --resume
         old = self.checkpointer
         self.checkpointer = DeepFashion2Checkpointer(old.model, old.save_dir, **old.checkpointables)
-        return super().build_hooks()
+        built = super().build_hooks()
+        keep = self.cfg.SOLVER.CHECKPOINTS_TO_KEEP
+        for (
+            h
+        ) in built:  # fvcore's checkpointer removes the older periodic files (model_final stays)
+            if isinstance(h, hooks.PeriodicCheckpointer) and keep > 0:
+                h.max_to_keep = keep
+        return built
 
     # Detectron2 v0.6 checkpoints only the iteration and the scheduler: the optimizer state (SGD
     # momentum) is lost on --resume. Save and restore the inner trainer's state as the main
@@ -161,7 +190,7 @@ class Trainer(DefaultTrainer):
             evaluator = DeepFashion2Evaluator(
                 dataset_name, output_folder, tasks=tasks, load_dicts=load
             )
-            if not cfg.MODEL.MATCH_ON:
+            if not cfg.MODEL.MATCH_ON or not retrieval_possible(dataset_name, cfg):
                 return evaluator
             retrieval = RetrievalEvaluator.from_config(
                 cfg, dataset_name, output_folder, load_dicts=load
@@ -212,7 +241,8 @@ class Trainer(DefaultTrainer):
             if res is None:
                 continue
             annotated = MetadataCatalog.get(name).annotated  # set by every registration of ours
-            if cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES and annotated:
+            gt_boxes = cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES and annotated
+            if gt_boxes and retrieval_possible(name, cfg):
                 load = functools.partial(dataset_dicts, name, cfg)
                 evaluator = RetrievalEvaluator.from_config(
                     cfg, name, output_folder, gt_boxes=True, load_dicts=load

@@ -55,9 +55,13 @@ class TimmBackbone(Backbone):
             name, pretrained=False, features_only=True, out_indices=tuple(out_indices),
             in_chans=in_channels,
         )  # fmt: skip
+        # what the checkpointer says when no MODEL.WEIGHTS replaces them ("fine-tuning from ...")
+        self.imagenet_weights = f"{name}, {weights}" if weights else ""
         if weights:
             unused = load_into(self.body, weights, name)
-            logger.info(f"{name}: ImageNet weights from {weights} ({len(unused)} unused: the head)")
+            logger.debug(
+                f"{name}: ImageNet weights from {weights} ({len(unused)} unused: the head)"
+            )
         if norm == "FrozenBN":
             self.body = freeze_batch_norm_2d(self.body)
         elif norm != "BN":

@@ -120,14 +120,16 @@ def retrieval_strip(
     query_box,
     results: list[tuple[Image.Image, tuple, bool | None]],
     size: int = 96,
+    legend: bool = False,
 ) -> Image.Image:
     """
     One row: the query crop (framed blue), then the ranked gallery crops, each framed green
     (correct), red (wrong) or grey (not known: a search outside a labelled split).
-    ``results``: (shop image, XYXY box, correct) best first.
+    ``results``: (shop image, XYXY box, correct) best first. ``legend``: a line below saying so.
     """
     pad = 6
-    strip = Image.new("RGB", ((size + pad) * (len(results) + 1) + pad, size + 2 * pad), "white")
+    width = (size + pad) * (len(results) + 1) + pad
+    strip = Image.new("RGB", (max(width, 420 if legend else 0), size + 2 * pad), "white")
     tiles = [(query, query_box, "query")] + list(results)
     colours = {"query": (40, 40, 200), True: (30, 170, 60), False: (210, 40, 40)}
     for k, (img, box, hit) in enumerate(tiles):
@@ -140,7 +142,35 @@ def retrieval_strip(
             width=3,
         )  # fmt: skip
         strip.paste(crop, (x + (size - crop.width) // 2, pad + (size - crop.height) // 2))
-    return strip
+    if not legend:
+        return strip
+    known = {hit for _, _, hit in results}
+    words = [("query", colours["query"]), ("results, best first:", (90, 90, 90))]
+    words += [
+        (w, colours[k]) for k, w in ((True, "same garment"), (False, "another")) if k in known
+    ]
+    if None in known:
+        words.append(("not labelled", (150, 150, 150)))
+    return stack_rows([strip, _legend(words, strip.width)])
+
+
+def _legend(words: list[tuple[str, tuple]], width: int, height: int = 18) -> Image.Image:
+    """A line of coloured words (the frame colours of :func:`retrieval_strip`)."""
+    line = Image.new("RGB", (width, height), "white")
+    draw, x = ImageDraw.Draw(line), 6
+    for text, colour in words:
+        draw.text((x, 3), text, fill=colour)
+        x += int(draw.textlength(text)) + 12
+    return line
+
+
+def no_garment(photo: Image.Image, side: int = 240) -> Image.Image:
+    """A searched photo in which no garment was found: the photo, with a note below."""
+    im = photo.convert("RGB")
+    im = im.resize((max(1, round(im.width * side / max(im.size))),
+                    max(1, round(im.height * side / max(im.size)))))  # fmt: skip
+    note = _legend([("no garment found", (90, 90, 90))], max(im.width, 140))
+    return stack_rows([im, note])
 
 
 def stack_rows(rows: list[Image.Image]) -> Image.Image:

@@ -16,7 +16,7 @@ from ...landmarks import CATEGORY_BY_ID
 from ...retrieval import Catalogue
 from ...retrieval.catalogue import MAX_TOP_K, CatalogueError
 from ...utils.checked import CheckedFolderError, read_plain_file
-from ...utils.visualizer import retrieval_strip, stack_rows
+from ...utils.visualizer import no_garment, retrieval_strip, stack_rows
 from .embed import GarmentEmbedder, UnreadableImageError, model_identity
 
 
@@ -69,6 +69,8 @@ def catalogue_config(cat: Catalogue, opts=()):
 # model is fairly sure of. The benchmark's policy (DEEPFASHION2.RETRIEVAL: up to 10 garments per
 # photo from score 0.05) is what the evaluator scores, and noisy on a page.
 PEOPLE_POLICY = {"min_score": 0.5, "max_garments": 5}
+# results per garment, the one default of the command line, its pictures, the API and the page
+TOP_K = 10
 MAX_GARMENTS = 100  # per photo, the most a search may ask for
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few kB
 
@@ -89,9 +91,9 @@ def check_policy(top_k: int, min_score: float | None, max_garments: int | None) 
 def search(
     cat: Catalogue,
     embedder: GarmentEmbedder,
-    photos: list[str],
+    photos: list,
     *,
-    top_k: int = 20,
+    top_k: int = TOP_K,
     same_category: bool | None = None,
     min_score: float | None = None,
     max_garments: int | None = None,
@@ -157,7 +159,7 @@ def search_photos(
     catalogue_dir: str,
     photos: list[str],
     *,
-    top_k: int = 20,
+    top_k: int = TOP_K,
     output: str | None = None,
     opts=(),
     same_category: bool | None = None,
@@ -204,13 +206,17 @@ def picture_names(photos: list[str]) -> list[str]:
     return names
 
 
-def draw(entry: dict, cat: Catalogue, root: str, path: str, top: int = 5) -> None:
-    """One row per garment of the photo: the garment, then its ``top`` best catalogue items
-    (those whose image is still the one indexed, in ``root``: :meth:`Catalogue.image_path`)."""
+def draw(entry: dict, cat: Catalogue, root: str, path: str) -> None:
+    """One row per garment of the photo: the garment, then its catalogue items (those whose
+    image is still the one indexed, in ``root``: :meth:`Catalogue.image_path`); a photo without
+    any garment is drawn alone, with a note."""
     photo = Image.open(entry["photo"])
+    if not entry["garments"]:
+        no_garment(photo).save(path)
+        return
     rows = []
     for g in entry["garments"]:
-        shown = [(cat.image_path(root, m["item"]), m["box"]) for m in g["matches"][:top]]
+        shown = [(cat.image_path(root, m["item"]), m["box"]) for m in g["matches"]]
         rows.append(retrieval_strip(photo, g["box"], [(Image.open(p), b, None) for p, b in shown
                                                       if p is not None]))  # fmt: skip
     if rows:

@@ -81,7 +81,7 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
         if hits[r] is not None
     ]
     query = Image.open(files[int(sub.query_image[s])])
-    retrieval_strip(query, sub.query_box[s], results).save(path)
+    retrieval_strip(query, sub.query_box[s], results, legend=True).save(path)
     return True
 
 

@@ -33,6 +33,27 @@ def write_metrics(metrics: dict, output_dir: str) -> None:
         json.dump(json_safe(metrics), f, indent=1)
 
 
+def where(output_dir: str, metrics: dict, cfg) -> str:
+    """The closing lines of ``make demo``: what it wrote where, and what to do with the model."""
+    d = output_dir.rstrip("/")
+    figures = metrics.get("figures", {})
+    strip = figures.get("retrieval_strip")
+    lines = [
+        f"Everything is in {d}/:",
+        f"  {d}/tables.md, tables.json   the four benchmarks' tables (above)",
+        f"  {d}/metrics.json             every figure, with chance levels and timings",
+        f"  {d}/overview.png             predictions{' and a retrieval strip' if strip else ''}"
+        f" ({d}/predictions/, {d}/subset_ap.png{', ' + d + '/' + strip if strip else ''})",
+        f"  {d}/model_final.pth          the trained model ({d}/config.yaml: its config)",
+        f"  {d}/inference/               result files in the official formats; {d}/log.txt",
+        "Search shop photos with it:",
+        f"  .venv/bin/python tools/index_catalogue.py --config-file {d}/config.yaml "
+        f"--images SHOP_IMAGES/ --output catalogue/ MODEL.WEIGHTS {d}/model_final.pth",
+        "  .venv/bin/python tools/serve.py --catalogue catalogue/",
+    ]
+    return "\n".join(lines)
+
+
 def summary(results: dict, chance: dict, above: dict) -> str:
     """The console summary: each benchmark against chance, and plainly what is not above it."""
     lines = ["| benchmark | result | chance |", "|---|---|---|"]

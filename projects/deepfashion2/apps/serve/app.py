@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ...retrieval.catalogue import MAX_TOP_K
 from ..catalogue.embed import UnreadableImageError, decode_image, image_type
-from ..catalogue.search import MAX_GARMENTS, PEOPLE_POLICY, open_catalogue, search
+from ..catalogue.search import MAX_GARMENTS, PEOPLE_POLICY, TOP_K, open_catalogue, search
 from .guard import BodyGuard
 
 MAX_UPLOAD_BYTES = 20 << 20  # 20 MiB: a large phone photo is ~8 MiB
@@ -111,7 +111,7 @@ def create_app(
     @app.post("/search")
     async def search_photo(
         request: Request,
-        top_k: int = Query(10, ge=1, le=MAX_TOP_K),
+        top_k: int = Query(TOP_K, ge=1, le=MAX_TOP_K),
         all_categories: bool = False,
         min_score: float = Query(PEOPLE_POLICY["min_score"], ge=0, le=1),
         max_garments: int = Query(PEOPLE_POLICY["max_garments"], ge=1, le=MAX_GARMENTS),
