@@ -187,8 +187,10 @@ class _Payload:
 def test_only_the_newest_periodic_checkpoints_are_kept(tmp_path):
     """SOLVER.CHECKPOINTS_TO_KEEP 1 (the demo's): one periodic file beside model_final."""
     out = tmp_path / "run"
-    opts = tiny_opts(out, 8, "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.CHECKPOINTS_TO_KEEP", "1",
-                     "MODEL.MATCH_ON", "False", "MODEL.ROI_HEADS.NAME", "StandardROIHeads")  # fmt: skip
+    opts = tiny_opts(
+        out, 8, "SOLVER.CHECKPOINT_PERIOD", "2", "SOLVER.CHECKPOINTS_TO_KEEP", "1",
+        "MODEL.MATCH_ON", "False", "MODEL.ROI_HEADS.NAME", "StandardROIHeads",
+    )  # fmt: skip
     train_net.main(default_argument_parser().parse_args(["--config-file", CONFIG] + opts))
     assert sorted(n for n in os.listdir(out) if n.endswith(".pth")) == [
         "model_0000007.pth", "model_final.pth"

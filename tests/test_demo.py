@@ -109,7 +109,6 @@ def test_real_dataset_folder_is_registered_by_split(tmp_path, synthetic_split):
     from detectron2.data import DatasetCatalog
 
     from deepfashion2.apps.demo.run import register
-
     from deepfashion2.errors import FileError
 
     root = tmp_path / "df2"

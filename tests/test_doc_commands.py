@@ -151,8 +151,8 @@ def test_every_documented_command_runs_as_written(world):
     w = world
     # a fresh shell: no virtual environment active, whatever runs this test (a documented
     # command must name .venv/bin/python, or activate it, to get torch and the project)
-    path = [p for p in os.environ["PATH"].split(os.pathsep)
-            if os.path.realpath(p) != os.path.realpath(os.path.join(sys.prefix, "bin"))]  # fmt: skip
+    venv_bin = os.path.realpath(os.path.join(sys.prefix, "bin"))
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if os.path.realpath(p) != venv_bin]
     env = {
         **{k: v for k, v in os.environ.items()
            if k not in ("VIRTUAL_ENV", "PYTHONHOME", "PYTHONPATH")},  # fmt: skip

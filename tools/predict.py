@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from deepfashion2.apps.demo.figures import draw_prediction
 from deepfashion2.config import load_config
+from deepfashion2.engine import DeepFashion2Checkpointer
 from deepfashion2.modeling import with_tta
 from deepfashion2.utils.cli import fail, tool_main
 
@@ -62,7 +63,11 @@ def main(argv=None) -> list[dict]:
             fail(f"{path}: no such image file", "--input takes image files or glob patterns")
     setup_logger(name="deepfashion2")
     cfg = setup_cfg(args.config_file, args.opts, args.confidence_threshold)
-    predictor = DefaultPredictor(cfg)
+    bare = cfg.clone()
+    bare.defrost()
+    bare.MODEL.WEIGHTS = ""  # loaded below by the project's checkpointer: its errors are one line
+    predictor = DefaultPredictor(bare)
+    DeepFashion2Checkpointer(predictor.model).load(cfg.MODEL.WEIGHTS)
     predictor.model = with_tta(cfg, predictor.model)
     os.makedirs(args.output, exist_ok=True)
     from PIL import Image
