@@ -286,3 +286,35 @@ def test_bad_result_entries_name_file_entry_and_field():
             Detections.from_results([good, bad], "boxes.json", gt)
         assert "boxes.json" in str(e.value) and "entry 1" in str(e.value) and fld in str(e.value)
         assert e.value.field == fld
+
+
+def test_other_oks_sigmas_give_other_landmark_ap_as_coco_evaluator_takes_them():
+    """``TEST.KEYPOINT_OKS_SIGMAS`` reaches the DeepFashion2 evaluator (it was ignored)."""
+    import torch
+    from detectron2.structures import Boxes, Instances
+
+    from deepfashion2.config import ConfigError
+    from deepfashion2.evaluation import DeepFashion2Evaluator
+
+    dicts = [image(1, item())]
+    gt = GroundTruth.from_dicts(dicts)
+    kp = np.zeros((1, L.NUM_LANDMARKS, 3), np.float32)
+    lms = gt.landmarks.copy() + 0.5  # Detectron2's coordinates
+    lms[:, 0] += 3.0  # every landmark 3 px off: OKS well below 1 with the official sigmas
+    kp[0, SHORTS.start : SHORTS.start + len(lms)] = lms
+    kp[0, SHORTS.start : SHORTS.start + len(lms), 2] = 1.0
+    inst = Instances((100, 100), pred_boxes=Boxes(torch.tensor([[10.0, 10, 60, 80]])),
+                     scores=torch.tensor([0.9]), pred_classes=torch.tensor([SHORTS.id - 1]),
+                     pred_keypoints=torch.from_numpy(kp))  # fmt: skip
+
+    def keypoint_ap(sigmas=()):
+        ev = DeepFashion2Evaluator("df2_test_sigmas", tasks=("keypoints",), distributed=False,
+                                   load_dicts=lambda: dicts, kpt_oks_sigmas=sigmas)  # fmt: skip
+        ev.process([{"image_id": 1}], [{"instances": inst}])
+        return ev.evaluate()["keypoints"]["AP"]
+
+    official = keypoint_ap()
+    assert official == keypoint_ap(L.OKS_SIGMAS.tolist()) < 100
+    assert keypoint_ap((L.OKS_SIGMAS * 10).tolist()) == pytest.approx(100)  # wide: 3 px forgiven
+    with pytest.raises(ConfigError, match="TEST.KEYPOINT_OKS_SIGMAS: 17 values; DeepFashion2"):
+        keypoint_ap([0.1] * 17)

@@ -188,7 +188,11 @@ class Trainer(DefaultTrainer):
             tasks = model_tasks(cfg.MODEL.MASK_ON, cfg.MODEL.KEYPOINT_ON)
             load = functools.partial(dataset_dicts, dataset_name, cfg)
             evaluator = DeepFashion2Evaluator(
-                dataset_name, output_folder, tasks=tasks, load_dicts=load
+                dataset_name,
+                output_folder,
+                tasks=tasks,
+                load_dicts=load,
+                kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
             )
             if not cfg.MODEL.MATCH_ON or not retrieval_possible(dataset_name, cfg):
                 return evaluator

@@ -20,6 +20,7 @@ from detectron2.utils import comm
 from pycocotools import mask as mask_util
 
 from .. import landmarks as L
+from ..config import ConfigError
 from . import tables
 from .detections import Detections
 from .groundtruth import GroundTruth
@@ -56,6 +57,17 @@ def instances_to_detections(instances: Instances, image_id: int) -> Detections:
     return out
 
 
+def _oks_sigmas(given, metadata) -> np.ndarray:
+    """The sigmas given (``TEST.KEYPOINT_OKS_SIGMAS``), else the metadata's: 294 positive."""
+    sigmas = np.asarray(list(given) or metadata.get("keypoint_oks_sigmas", L.OKS_SIGMAS), float)
+    if sigmas.shape != (L.NUM_LANDMARKS,) or not (sigmas > 0).all():
+        raise ConfigError(
+            "TEST.KEYPOINT_OKS_SIGMAS", f"{len(sigmas)} values; DeepFashion2 needs "
+            f"{L.NUM_LANDMARKS} positive sigmas, one per landmark (or none: the official ones)",
+        )  # fmt: skip
+    return sigmas
+
+
 def gather_on_main(items: list, distributed: bool) -> list | None:
     """Every process's items concatenated on the main process; None on the others."""
     if not distributed:
@@ -82,9 +94,15 @@ class DeepFashion2Evaluator(DatasetEvaluator):
         tasks: tuple[str, ...] | None = None,
         distributed: bool = True,
         load_dicts: Callable[[], list[dict]] | None = None,
+        kpt_oks_sigmas=(),
     ):
-        """``load_dicts``: the split's dicts (default ``DatasetCatalog.get(dataset_name)``)."""
+        """
+        ``load_dicts``: the split's dicts (default ``DatasetCatalog.get(dataset_name)``);
+        ``kpt_oks_sigmas``: the landmarks' OKS sigmas, as ``COCOEvaluator`` takes them
+        (``TEST.KEYPOINT_OKS_SIGMAS``); empty: the dataset's metadata, the official 294.
+        """
         self._dataset_name = dataset_name
+        self._sigmas = _oks_sigmas(kpt_oks_sigmas, MetadataCatalog.get(dataset_name))
         self._load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
         self._output_dir = output_dir
         self._tasks = tasks
@@ -120,7 +138,9 @@ class DeepFashion2Evaluator(DatasetEvaluator):
             logger.info(f"{self._dataset_name} has no annotations: result files written only.")
             return {}
         start = time.perf_counter()
-        results = evaluate(GroundTruth.from_dicts(dicts), {t: dets for t in tasks})
+        results = evaluate(
+            GroundTruth.from_dicts(dicts), {t: dets for t in tasks}, sigmas=self._sigmas
+        )
         logger.info(
             f"Evaluated {len(dets)} detections on {self._dataset_name} ({', '.join(tasks)}) "
             f"in {time.perf_counter() - start:.1f} s.\n" + tables.markdown_tables(results, 1.0)

@@ -137,8 +137,13 @@ def _interpolated_precision(tps: np.ndarray, fps: np.ndarray, npig: int) -> np.n
     return q
 
 
-def match_task(task: str, gt: GroundTruth, dets: Detections) -> TaskMatches:
-    """Order the detections and compute their similarities to the ground truth, once per task."""
+def match_task(
+    task: str, gt: GroundTruth, dets: Detections, sigmas: np.ndarray | None = None
+) -> TaskMatches:
+    """
+    Order the detections and compute their similarities to the ground truth, once per task.
+    ``sigmas``: the 294 OKS sigmas (default: the official ones, ``landmarks.OKS_SIGMAS``).
+    """
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
     K = L.NUM_CATEGORIES
@@ -175,7 +180,7 @@ def match_task(task: str, gt: GroundTruth, dets: Detections) -> TaskMatches:
     pair_gt = gt_table[det_group[pair_det], pair_col]
     sims = np.full((len(order), M), -1.0)
     if len(pair_det):
-        sims[pair_det, pair_col] = _similarity(task, gt, dets, order, pair_det, pair_gt)
+        sims[pair_det, pair_col] = _similarity(task, gt, dets, order, pair_det, pair_gt, sigmas)
     # accumulation order: per category, images by id, rank, then a stable sort by score
     det_cat = dets.category[order]
     acc_order = np.lexsort((rank, dkey_s // K, -dets.score[order], det_cat))
@@ -203,13 +208,14 @@ def _labelled_counts(gt: GroundTruth, task: str) -> np.ndarray:
     return np.add.reduceat(counted, gt.lm_ptr[:-1]) if len(v) else np.zeros(gt.num_items, int)
 
 
-def _similarity(task, gt, dets, order, pair_det, pair_gt) -> np.ndarray:
+def _similarity(task, gt, dets, order, pair_det, pair_gt, sigmas=None) -> np.ndarray:
     d = order[pair_det]
     if task == "bbox":
         return coco_box_iou(dets.boxes[d], gt.boxes[pair_gt])
     if task == "segm":
         return _mask_iou(gt, dets, d, pair_gt)
-    return _oks(gt, dets, d, pair_gt, visible_only=task == "keypoints_vis")
+    sigmas = L.OKS_SIGMAS if sigmas is None else sigmas
+    return _oks(gt, dets, d, pair_gt, task == "keypoints_vis", sigmas)
 
 
 def gt_rles(gt: GroundTruth, items: np.ndarray) -> dict[int, dict]:
@@ -233,7 +239,7 @@ def _mask_iou(gt, dets, d, pair_gt) -> np.ndarray:
     return out
 
 
-def _oks(gt, dets, d, pair_gt, visible_only: bool) -> np.ndarray:
+def _oks(gt, dets, d, pair_gt, visible_only: bool, sigmas: np.ndarray) -> np.ndarray:
     """pycocotools' ``computeOks`` per pair, vectorised per category on the compact slices."""
     out = np.empty(len(d))
     area = gt.area[pair_gt]
@@ -245,25 +251,26 @@ def _oks(gt, dets, d, pair_gt, visible_only: bool) -> np.ndarray:
         d_idx = dets.kp_ptr[d[sel]][:, None] + np.arange(k)
         g, p = gt.landmarks[g_idx], dets.keypoints[d_idx]  # (S, k, 3)
         counted = (g[..., 2] == 2) if visible_only else (g[..., 2] > 0)
-        var = (L.OKS_SIGMAS[L.LANDMARK_START[c - 1] : L.LANDMARK_START[c - 1] + k] * 2) ** 2
+        var = (sigmas[L.LANDMARK_START[c - 1] : L.LANDMARK_START[c - 1] + k] * 2) ** 2
         dx, dy = p[..., 0] - g[..., 0], p[..., 1] - g[..., 1]
         e = (dx**2 + dy**2) / var / (area[sel, None] + np.spacing(1)) / 2
         k1 = counted.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
             out[sel] = np.where(counted, np.exp(-e), 0.0).sum(1) / k1
         for s in sel[k1 == 0].tolist():  # no counted landmark: distance to the enlarged box
-            out[s] = _oks_unlabelled(gt.boxes[pair_gt[s]], area[s], dets.full_keypoints(d[s]))
+            full = dets.full_keypoints(d[s])
+            out[s] = _oks_unlabelled(gt.boxes[pair_gt[s]], area[s], full, sigmas)
     return out
 
 
-def _oks_unlabelled(box: np.ndarray, area: float, full: np.ndarray) -> float:
+def _oks_unlabelled(box: np.ndarray, area: float, full: np.ndarray, sigmas: np.ndarray) -> float:
     x0, x1 = box[0] - box[2], box[0] + box[2] * 2
     y0, y1 = box[1] - box[3], box[1] + box[3] * 2
     xd, yd = full[:, 0], full[:, 1]
     z = np.zeros(len(xd))
     dx = np.max((z, x0 - xd), axis=0) + np.max((z, xd - x1), axis=0)
     dy = np.max((z, y0 - yd), axis=0) + np.max((z, yd - y1), axis=0)
-    e = (dx**2 + dy**2) / (L.OKS_SIGMAS * 2) ** 2 / (area + np.spacing(1)) / 2
+    e = (dx**2 + dy**2) / (sigmas * 2) ** 2 / (area + np.spacing(1)) / 2
     return float(np.sum(np.exp(-e)) / e.shape[0])
 
 
@@ -300,11 +307,15 @@ def evaluate_task(matches: TaskMatches, gt: GroundTruth, bar=None) -> dict[str, 
 
 
 def evaluate(
-    gt: GroundTruth, dets: dict[str, Detections], progress: bool | None = None
+    gt: GroundTruth,
+    dets: dict[str, Detections],
+    progress: bool | None = None,
+    sigmas: np.ndarray | None = None,
 ) -> dict[str, dict[str, float]]:
     """
     Every task of ``dets`` (task -> detections), overall and per subset; AP on 0-1. A progress
-    bar shows on a terminal (``progress=None``), always (True) or never (False).
+    bar shows on a terminal (``progress=None``), always (True) or never (False). ``sigmas``: the
+    landmarks' OKS sigmas (default: the official 294).
     """
     from tqdm import tqdm
 
@@ -316,7 +327,7 @@ def evaluate(
     ) as bar:  # fmt: skip
         for task, d in dets.items():
             bar.set_postfix(task=task, refresh=False)
-            matches = match_task(task, gt, d)
+            matches = match_task(task, gt, d, sigmas)
             bar.update(1)
             out[task] = evaluate_task(matches, gt, bar)
     return out
