@@ -97,7 +97,7 @@ def test_a_run_killed_while_saving_resumes_from_intact_files(tmp_path, synthetic
     torch.load(out / "model_0000003.pth", weights_only=True)  # intact
     trainer = _resumed(out)
     assert trainer.start_iter == 4
-    assert not [n for n in os.listdir(out) if n.endswith(".tmp")]  # the half file is cleaned up
+    assert not [n for n in os.listdir(out) if n.startswith(".tmp-")]  # the half file is cleaned up
     trainer.train()
     assert torch.load(out / "model_final.pth", weights_only=True)["iteration"] == 5
 

@@ -1,4 +1,5 @@
 """
-Applications built on the library: the demo (``make demo``) and, over time, others. The library
-(data, modeling, evaluation, engine, model_zoo) imports nothing from here.
+Applications built on the library: the demo (``make demo``), the catalogue search and its
+service. The library (data, modeling, evaluation, retrieval, engine, model_zoo) imports nothing
+from here.
 """

@@ -3,7 +3,8 @@ Load a DeepFashion2 split (``annos/*.json`` + ``image/*.jpg``) as Detectron2 dat
 
 Parsing runs in parallel worker processes (orjson for the JSON, ``imagesize`` to read image sizes
 from the file header without decoding pixels); the result is cached as one folder of ``.npy``
-arrays per split, so that a later registration, in a new process, only maps flat arrays.
+arrays per split, so that a later registration, in a new process, reads flat arrays (each
+CRC-checked, then memory-mapped) instead of parsing 192K JSON files.
 
 The cache is an optimisation that never changes a result and never stops a load:
 
@@ -23,17 +24,23 @@ The cache is an optimisation that never changes a result and never stops a load:
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
+import re
 import shutil
-import zlib
 from concurrent.futures import ProcessPoolExecutor
 
-import numpy as np
 from tqdm import tqdm
 
-from ..utils.files import remove_dead_temporaries, temporary_folder
+from ..utils.checked import (
+    CheckedFolderError,
+    load_npy_file,
+    read_manifest,
+    remove_folder,
+    verify_file,
+    write_folder,
+)
+from ..utils.files import remove_dead_temporaries
 from ..utils.process import die_with_parent
 from .parse import DeepFashion2FormatError, ParsedImage, image_id_from_name, parse_annotation
 from .store import SplitStore
@@ -41,8 +48,9 @@ from .store import SplitStore
 logger = logging.getLogger(__name__)
 
 # Bump when the parser or the store layout changes: old cache files are then ignored.
-CACHE_VERSION = 3  # 3: items in the file's key order
-MANIFEST = "manifest.json"
+CACHE_VERSION = 4  # 3: items in the file's key order; 4: a checked folder (utils.checked)
+CACHE_KIND = "deepfashion2 split cache"
+_CACHE_NAME = re.compile(r"[0-9a-f]{20}-[0-9a-f]{12}")
 DUPLICATE_ID = "file name: duplicate image id"  # the lenient skip reason of a second file
 _CHUNK = 512
 
@@ -175,50 +183,28 @@ def _cache_path(
     return os.path.join(cache_dir, f"{split}-{hashlib.sha1(fingerprint.encode()).hexdigest()[:12]}")
 
 
-def _crc32(path: str) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            crc = zlib.crc32(block, crc)
-    return crc
-
-
 def _save(path: str, store: SplitStore) -> None:
     """
-    One ``.npy`` per array in a folder, so a later load memory-maps them (near-instant, and the
-    large polygon/landmark arrays stay file-backed instead of private memory), plus a manifest of
-    their sizes and CRC-32. Written to a temporary folder and renamed, so concurrent loaders never
-    see a partial cache; older caches of the same split are removed (processes that still map
-    them keep their open files). Failing to write is a warning, never an error.
+    One ``.npy`` per array in a checked folder (:mod:`..utils.checked`: a manifest of sizes and
+    CRC-32s, written aside and renamed into place), so that a later load memory-maps them (the
+    large polygon/landmark arrays stay file-backed instead of private memory). Concurrent loaders
+    never see a partial cache; older caches of the same split are removed (processes that still
+    map them keep their open files). Failing to write is a warning, never an error.
     """
-    parent = os.path.dirname(path)
-    tmp = None
+    parent, name = os.path.split(path)
     try:
         os.makedirs(parent, exist_ok=True)
         remove_dead_temporaries(parent)
-        tmp = temporary_folder(parent)
-        manifest = {}
-        for name, arr in store.arrays().items():
-            file = os.path.join(tmp, name + ".npy")
-            np.save(file, arr, allow_pickle=False)
-            manifest[name] = {"size": os.path.getsize(file), "crc32": _crc32(file)}
-        with open(os.path.join(tmp, MANIFEST), "w") as f:
-            json.dump({"arrays": manifest, "skips": store.skips}, f)
-        try:
-            os.rename(tmp, path)
-        except OSError:  # another process wrote the same cache meanwhile
-            shutil.rmtree(tmp, ignore_errors=True)
-        tmp = None
-    except OSError as e:
-        logger.warning(f"Not caching the parsed split in {parent} ({e}); loading without a cache.")
-        return
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-    split = os.path.basename(path).split("-")[0]
+        files = {k + ".npy": v for k, v in store.arrays().items()}
+        write_folder(parent, name, files, {"skips": store.skips}, kind=CACHE_KIND)
+    except OSError as e:  # unless another process wrote the same cache meanwhile
+        if not os.path.isdir(path):
+            logger.warning(f"Not caching the parsed split in {parent} ({e}); loading without it.")
+            return
+    split = name.split("-")[0]
     for old in os.listdir(parent):
-        if old.startswith(split + "-") and os.path.join(parent, old) != path:
-            shutil.rmtree(os.path.join(parent, old), ignore_errors=True)
+        if old.startswith(split + "-") and old != name:
+            remove_folder(parent, old, CACHE_KIND, _CACHE_NAME)
 
 
 def _load(path: str) -> SplitStore | None:
@@ -226,20 +212,16 @@ def _load(path: str) -> SplitStore | None:
     if not os.path.isdir(path):
         return None
     try:
-        with open(os.path.join(path, MANIFEST)) as f:
-            manifest = json.load(f)
-        skips, manifest = manifest["skips"], manifest["arrays"]
-        arrays = {}
-        for name in SplitStore.array_fields():
-            file = os.path.join(path, name + ".npy")
-            expected = manifest[name]
-            if os.path.getsize(file) != expected["size"] or _crc32(file) != expected["crc32"]:
-                raise ValueError(f"{name}.npy does not match its manifest")
-            arrays[name] = np.load(file, mmap_mode="r", allow_pickle=False)
-        return SplitStore(**arrays, skips=dict(skips))
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        manifest = read_manifest(path, CACHE_KIND)
+        arrays = {
+            name: load_npy_file(verify_file(path, manifest, name + ".npy"))
+            for name in SplitStore.array_fields()
+        }
+        return SplitStore(**arrays, skips=dict(manifest["skips"]))
+    except (CheckedFolderError, OSError, ValueError, KeyError, TypeError) as e:
         logger.warning(f"Damaged cache {path} ({e}): rebuilding it.")
-        shutil.rmtree(path, ignore_errors=True)
+        if _CACHE_NAME.fullmatch(os.path.basename(path)) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)  # a cache folder's name: ours
         return None
 
 

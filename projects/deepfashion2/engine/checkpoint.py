@@ -18,12 +18,13 @@ a run is killed while it writes.
 The initial weights (``MODEL.WEIGHTS``) are the user's choice and load as Detectron2 loads them,
 except where the caller reads weights named by someone else's folder (a catalogue):
 ``allow_pickle=False`` then refuses ``.pkl`` files and URLs that are not ``deepfashion2://`` names.
-A ``.pth`` file is always read with ``torch.load(weights_only=True)``, which runs no code.
+A ``.pth`` file is read with ``torch.load(weights_only=True)`` (explicitly where this module reads
+it; through Detectron2 for ``MODEL.WEIGHTS``, by torch's default since 2.6, which the project
+requires), which runs no code: one holding pickled objects is a :class:`CheckpointError`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
@@ -35,13 +36,11 @@ from detectron2.checkpoint import DetectionCheckpointer
 
 from .. import compat
 from ..errors import DeepFashion2Error, FileError
-from ..utils.files import atomic_write
+from ..utils.files import atomic_write, remove_dead_temporaries
 
 logger = logging.getLogger(__name__)
 
 _CHECKPOINT = re.compile(r"model_(\d+|final)\.pth")
-# temporary files of atomic_write, left behind by a run killed while writing
-_TEMPORARY = re.compile(r"\.(model_(\d+|final)\.pth|last_checkpoint)\..+\.tmp")
 # what a truncated, empty or foreign file raises from torch.load
 _UNREADABLE = (
     EOFError,
@@ -175,10 +174,7 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
         if self.save_dir and os.path.isdir(self.save_dir):
-            for name in os.listdir(self.save_dir):
-                if _TEMPORARY.fullmatch(name):
-                    with contextlib.suppress(FileNotFoundError):  # another rank removed it
-                        os.remove(os.path.join(self.save_dir, name))
+            remove_dead_temporaries(self.save_dir)  # what a run killed while saving left
         if not (resume and self.has_checkpoint()):
             return self.load(path, checkpointables=[])
         for candidate in self._resume_candidates():

@@ -3,8 +3,9 @@
 
 Detectron2 v0.6's ``launch`` asserts CUDA and always uses NCCL; the main branch falls back to gloo.
 On v0.6 without GPUs, the processes are started here the way main does it (see
-:mod:`deepfashion2.compat`). Without GPUs, each process gets its share of the CPU cores: every
-process using all of them makes two processes ~15x slower per iteration than one.
+:mod:`deepfashion2.compat`). Without GPUs, each process gets its share of the CPU cores (its
+torch threads): processes that each use every core oversubscribe them
+(bench/results/demo_processes.json measures the demo's process and thread layouts).
 """
 
 from __future__ import annotations

@@ -39,7 +39,7 @@ CONFIGS = {
 def _config_dirs() -> list[str]:
     here = os.path.dirname(os.path.abspath(__file__))
     return [
-        os.path.join(here, "configs"),  # installed package (setup.py copies them)
+        os.path.join(here, "configs"),  # installed package (setup.py links configs/ here)
         os.path.normpath(os.path.join(here, "..", "..", "..", "configs")),  # source checkout
     ]
 

@@ -64,9 +64,9 @@ def proxy_slots(ids: torch.Tensor, num_proxies: int) -> torch.Tensor:
     (R,) garment identities (>= 0) -> (R,) proxy indices in [0, num_proxies): a multiplicative
     hash (Knuth's constant; the *high* bits of the 32-bit product pick the slot, since the low
     bits of ``pair_id * 1000 + style`` repeat), so that nearby identities spread over the table.
-    Two identities may share a proxy (fewer than at random: the demo set's 200 identities get 200
-    slots of 4096; 45,000 identities numbered like the real set's get 40,562 of 65,536); only
-    sharing within a category matters to the ranking, which stays within the query's category.
+    Two identities may share a proxy (fewer than at random: ``tests/test_match_head.py`` checks
+    how identities numbered like the real set's spread); only sharing within a category matters
+    to the ranking, which stays within the query's category.
     """
     return (ids * 2654435761) % (2**32) * num_proxies // (2**32)
 

@@ -73,8 +73,8 @@ class MatchROIHeads(StandardROIHeads):
             if "image" not in input_shape:
                 raise ValueError(
                     "MODEL.ROI_MATCH_HEAD.IMAGE_POOLER_RESOLUTION > 0 needs a backbone with an "
-                    f"'image' output (build_basic_resnet_fpn_backbone); {cfg.MODEL.BACKBONE.NAME} "
-                    f"gives {sorted(input_shape)}"
+                    "'image' output (build_basic_resnet_fpn_backbone, build_timm_fpn_backbone); "
+                    f"{cfg.MODEL.BACKBONE.NAME} gives {sorted(input_shape)}"
                 )
             r = mh.IMAGE_POOLER_RESOLUTION
             ret["match_image_pooler"] = ROIPooler(

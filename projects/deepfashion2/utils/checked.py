@@ -38,19 +38,21 @@ def write_folder(
     parent: str, name: str, files: dict, meta: dict | None = None, *, kind: str
 ) -> str:
     """
-    ``parent/name`` holding ``files`` (file name -> bytes, or an array saved as ``.npy``) and a
-    manifest ``{"kind": kind, "files": {name: {size, crc32}}, **meta}`` written last; renamed
-    into place when complete. Raises ``OSError`` if ``parent/name`` exists (another writer won).
+    ``parent/name`` holding ``files`` (file name -> bytes, or an array saved as ``.npy`` straight
+    to its file, so that a large one is never held twice in memory) and a manifest
+    ``{"kind": kind, "files": {name: {size, crc32}}, **meta}`` written last; renamed into place
+    when complete. Raises ``OSError`` if ``parent/name`` exists (another writer won).
     """
     tmp = temporary_folder(parent)
     try:
         entries = {}
         for fname, content in files.items():
+            path = os.path.join(tmp, fname)
             if isinstance(content, np.ndarray):
-                buf = io.BytesIO()
-                np.save(buf, content, allow_pickle=False)
-                content = buf.getvalue()
-            entries[fname] = write_bytes(os.path.join(tmp, fname), content)
+                np.save(path, content, allow_pickle=False)
+                entries[fname] = {"size": os.path.getsize(path), "crc32": file_crc32(path)}
+            else:
+                entries[fname] = write_bytes(path, content)
         manifest = {"kind": kind, "files": entries, **(meta or {})}
         write_bytes(os.path.join(tmp, MANIFEST), json.dumps(manifest).encode())
         path = os.path.join(parent, name)
@@ -147,13 +149,28 @@ def verify_file(folder: str, manifest: dict, name: str) -> str:
     if entry is None:
         raise CheckedFolderError(path, "not in the folder's manifest")
     _check_size(path, entry)
+    if file_crc32(path) != entry["crc32"]:
+        raise CheckedFolderError(path, "damaged (CRC-32 differs from the manifest)")
+    return path
+
+
+def file_crc32(path: str) -> int:
     crc = 0
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 22), b""):
             crc = zlib.crc32(block, crc)
-    if crc != entry["crc32"]:
-        raise CheckedFolderError(path, "damaged (CRC-32 differs from the manifest)")
-    return path
+    return crc
+
+
+def load_npy_file(path: str) -> np.ndarray:
+    """A verified ``.npy`` file memory-mapped (read-only), its header checked against its size
+    first (as :func:`load_npy` does for bytes)."""
+    with open(path, "rb") as file:
+        f = io.BytesIO(file.read(1 << 16))
+    shape, _, dtype = _npy_header(f, path)
+    if dtype.hasobject or math.prod(shape) * dtype.itemsize != os.path.getsize(path) - f.tell():
+        raise CheckedFolderError(path, f"its header (shape {shape}) does not fit its size")
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def _check_size(path: str, entry: dict) -> None:
@@ -169,17 +186,7 @@ def load_npy(data: bytes, where: str) -> np.ndarray:
     anything is allocated (a header may claim 10^9 rows); no pickled objects. Read-only.
     """
     f = io.BytesIO(data)
-    try:
-        version = np.lib.format.read_magic(f)
-        read_header = {
-            (1, 0): np.lib.format.read_array_header_1_0,
-            (2, 0): np.lib.format.read_array_header_2_0,
-        }.get(version)
-        if read_header is None:
-            raise ValueError(f"unknown .npy version {version}")
-        shape, fortran, dtype = read_header(f)
-    except (ValueError, TypeError, SyntaxError) as e:
-        raise CheckedFolderError(where, f"not a .npy array ({e})") from None
+    shape, fortran, dtype = _npy_header(f, where)
     if dtype.hasobject:
         raise CheckedFolderError(where, "an array of Python objects (refused: pickled data)")
     expected = math.prod(shape) * dtype.itemsize
@@ -190,6 +197,19 @@ def load_npy(data: bytes, where: str) -> np.ndarray:
         )  # fmt: skip
     flat = np.frombuffer(data, dtype, count=math.prod(shape), offset=f.tell())
     return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def _npy_header(f, where: str):
+    """(shape, fortran order, dtype) of the ``.npy`` header at ``f``; ``f`` left after it."""
+    try:
+        version = np.lib.format.read_magic(f)
+        reader = {(1, 0): np.lib.format.read_array_header_1_0,
+                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+        if reader is None:
+            raise ValueError(f"unknown .npy version {version}")
+        return reader(f)
+    except (ValueError, TypeError, SyntaxError) as e:
+        raise CheckedFolderError(where, f"not a .npy array ({e})") from None
 
 
 def remove_folder(parent: str, name: str, kind: str, pattern: re.Pattern) -> bool:

@@ -12,7 +12,7 @@ import tempfile
 def atomic_write(path: str, write, mode: str = "wb") -> None:
     """Write ``path`` through ``write(file)``: a temporary file, fsync, then rename over it."""
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=temporary_prefix() + os.path.basename(path) + ".")
     try:
         with os.fdopen(fd, mode) as f:
             write(f)
@@ -29,7 +29,9 @@ def write_json_atomic(path: str, obj) -> None:
 
 
 def temporary_prefix() -> str:
-    """``.tmp-<pid>-``: what this process's temporary files and folders are named with."""
+    """``.tmp-<pid>-``: what this process's temporary files and folders are named with, all of
+    them (:func:`atomic_write`, :func:`temporary_folder`, downloads), so that one cleaner,
+    :func:`remove_dead_temporaries`, removes what a killed process left."""
     return f".tmp-{os.getpid()}-"
 
 
