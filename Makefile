@@ -36,11 +36,13 @@ lint: $(STAMP)
 
 # CI: everything, on the installed Detectron2 v0.6, then again on Detectron2's main branch (but
 # the walk through the documentation's commands, which runs make demo and VENV's Detectron2)
+# -rs: why a test was skipped (the real samples' tests need ../shared); the slowest tests, so that
+# the suite's growth is seen
 test: lint
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -rs --durations=15 tests
 	@if [ -d "$(D2_MAIN)/detectron2" ]; then \
 		echo "== the suite on Detectron2's main branch ($(D2_MAIN)) =="; \
-		PYTHONPATH=$(abspath $(D2_MAIN)):$(PYTHONPATH) $(PY) -m pytest -q -p no:cacheprovider tests \
+		PYTHONPATH=$(abspath $(D2_MAIN)):$(PYTHONPATH) $(PY) -m pytest -q -rs -p no:cacheprovider tests \
 			--ignore tests/test_doc_commands.py; \
 	else \
 		echo "$(D2_MAIN) not found: the main-branch run is skipped"; \
@@ -48,7 +50,7 @@ test: lint
 
 # the quick loop: no slow end-to-end tests, v0.6 only
 test-fast: lint
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -rs -m "not slow" --durations=10 tests
 
 # DATASET=<folder>: a real DeepFashion2 folder; LENIENT=1: skip its malformed items (counted);
 # DEMO_OPTS="KEY VALUE ...": config overrides (SOLVER.MAX_ITER 600, ...)

@@ -3,7 +3,6 @@ import os
 
 import numpy as np
 import pytest
-from conftest import SAMPLES
 from detectron2.data.datasets import load_coco_json
 
 from deepfashion2 import landmarks as L
@@ -48,10 +47,9 @@ def test_official_converter_conventions(exported, synthetic_split):
         assert a["segmentation"] == item["segmentation"] and a["iscrowd"] == 0
 
 
-@pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="real samples not available")
-def test_same_layout_as_the_official_converter_file(exported):
+def test_same_layout_as_the_official_converter_file(exported, samples):
     _, ours = exported
-    ref = json.load(open(os.path.join(SAMPLES, "coco", "mmpose_test_deepfashion2.json")))
+    ref = json.load(open(os.path.join(samples, "coco", "mmpose_test_deepfashion2.json")))
     assert set(ref) == set(ours)
     assert set(ref["images"][0]) <= set(ours["images"][0])  # we add source and pair_id
     assert set(ref["annotations"][0]) == set(ours["annotations"][0])

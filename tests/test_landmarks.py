@@ -114,11 +114,9 @@ def test_real_bottoms_draw_without_crossing_lines():
     """Real skirts and shorts (../shared/df2_samples): the figure's lines draw no X."""
     import glob
 
-    from conftest import SAMPLES
+    from conftest import require_samples
 
-    files = sorted(glob.glob(os.path.join(SAMPLES, "annos", "[0-9]*.json")))
-    if not files:
-        pytest.skip("../shared/df2_samples not available")
+    files = sorted(glob.glob(os.path.join(require_samples(), "annos", "[0-9]*.json")))
     seen = 0
     for f in files:
         for key, item in json.load(open(f)).items():

@@ -90,8 +90,7 @@ def test_generator_is_deterministic_and_covers_all_categories(tmp_path):
         assert {a[attr] for a in annos} == {1, 2, 3}, attr
 
 
-@pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="real samples not available")
-def test_real_samples_are_read_exactly(tmp_path):
+def test_real_samples_are_read_exactly(tmp_path, samples):
     # The 27 real annotation files that come with their image, copied under numeric names.
     annos, images = tmp_path / "annos", tmp_path / "image"
     annos.mkdir(), images.mkdir()
@@ -105,8 +104,7 @@ def test_real_samples_are_read_exactly(tmp_path):
     assert_dicts_match_files(dicts, str(annos))
 
 
-@pytest.mark.skipif(not os.path.isdir(SAMPLES), reason="real samples not available")
-def test_real_example_file_via_parse_annotation():
+def test_real_example_file_via_parse_annotation(samples):
     from deepfashion2.data import parse_annotation
 
     im = parse_annotation(

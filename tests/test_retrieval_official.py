@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, script_module
+from conftest import SAMPLES, require_samples, script_module
 
 from deepfashion2.evaluation import RetrievalGroundTruth, Submission, score_submission
 
@@ -79,8 +79,7 @@ OFFICIAL_COUNTS = {
 
 
 def official_files():
-    if not os.path.isdir(GT_DIR):
-        pytest.skip("../shared/df2_samples not available")
+    require_samples()
     with open(os.path.join(GT_DIR, "query_gt.json")) as f:
         q = json.load(f)
     with open(os.path.join(GT_DIR, "gallery_gt.json")) as f:
@@ -113,6 +112,7 @@ def _sample_split(tmp_path) -> str:
     """
     from PIL import Image
 
+    require_samples()
     root = tmp_path / "samples"
     (root / "annos").mkdir(parents=True), (root / "image").mkdir()
     for src in sorted(glob.glob(os.path.join(SAMPLES, "annos", "[0-9]*.json"))):
