@@ -82,6 +82,32 @@ def inputs(split: str, n: int, train: bool):
     return torch.randn(n, *FEATURE_SHAPE), inst
 
 
+def train_step(kind: str, split: str, n: int, device: str = "cpu", repeats: int = 2) -> dict:
+    """
+    One training step (forward + loss + backward) of ``kind``'s head on ``n`` RoIs of ``split``,
+    on ``device``, after a warm-up: seconds, and on CUDA the peak of allocated memory (what
+    tools/check_gpu.py measures on a GPU; on the CPU, :func:`child` measures the RSS instead).
+    """
+    head = build(kind).to(device).train()
+    x, inst = inputs(split, n, train=True)
+    x, inst = x.to(device), inst.to(device)
+    cuda = device.startswith("cuda")
+    for _ in range(repeats):  # the last is measured
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        t = time.perf_counter()
+        loss = head(x, [inst])["loss_keypoint"]
+        loss.backward()
+        if cuda:
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t
+    out = {"seconds": seconds, "loss": loss.item()}
+    if cuda:
+        out["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
 def _reset_peak() -> float:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")

@@ -175,7 +175,7 @@ def test_drawings_with_and_without_detections(tmp_path):
     import torch
     from detectron2.structures import Boxes, Instances
 
-    from deepfashion2.apps.demo.figures import draw_prediction
+    from deepfashion2.utils.visualizer import draw_prediction
 
     image = np.full((100, 120, 3), 128, np.uint8)
     empty = Instances((100, 120), pred_boxes=Boxes(torch.zeros(0, 4)), scores=torch.zeros(0),

@@ -141,49 +141,15 @@ def step_catalogue(ctx) -> dict:
 
 
 def step_landmark_head(ctx) -> dict:
-    """One training step of each head on the same RoIs (128 on CUDA): seconds and peak memory."""
-    from detectron2.config import get_cfg
-    from detectron2.layers import ShapeSpec
-    from detectron2.modeling.roi_heads import build_keypoint_head
-    from detectron2.structures import Boxes, Instances, Keypoints
+    """One training step of each head on the same RoIs (128 on CUDA): seconds and peak memory
+    (bench/keypoint_head.py's measurement, the heads and inputs it benchmarks on the CPU)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "bench"))
+    from keypoint_head import train_step
 
-    import deepfashion2  # noqa: F401  (registers the head)
-    from deepfashion2 import landmarks as L
-
-    device, out = ctx["device"], {}
+    device = ctx["device"]
     n = 128 if device == "cuda" else 16  # the CPU version only checks that both run
-    torch.manual_seed(0)
-    x = torch.randn(n, 256, 14, 14, device=device)
-    classes = torch.randint(0, L.NUM_CATEGORIES, (n,), device=device)
-    boxes = torch.tensor([[10.0, 10.0, 200.0, 300.0]], device=device).repeat(n, 1)
-    kp = torch.zeros(n, L.NUM_LANDMARKS, 3, device=device)
-    for i, c in enumerate(classes.tolist()):
-        sl = L.CATEGORIES[c].landmark_slice
-        k = sl.stop - sl.start
-        kp[i, sl, 0] = torch.rand(k, device=device) * 190 + 10
-        kp[i, sl, 1] = torch.rand(k, device=device) * 290 + 10
-        kp[i, sl, 2] = 2
-    inst = Instances((320, 240), proposal_boxes=Boxes(boxes), gt_classes=classes,
-                     gt_keypoints=Keypoints(kp))  # fmt: skip
-    for kind, name in (("ours", "CategoryKeypointHead"), ("stock", "KRCNNConvDeconvUpsampleHead")):
-        cfg = get_cfg()
-        cfg.MODEL.ROI_KEYPOINT_HEAD.NAME, cfg.MODEL.ROI_KEYPOINT_HEAD.NUM_KEYPOINTS = name, 294
-        cfg.MODEL.ROI_KEYPOINT_HEAD.CONV_DIMS = (512,) * 8
-        head = build_keypoint_head(cfg, ShapeSpec(channels=256, height=14, width=14)).to(device)
-        head.train()
-        for _ in range(2):  # warm-up, then measured
-            if device == "cuda":
-                torch.cuda.synchronize()
-                torch.cuda.reset_peak_memory_stats()
-            t = time.perf_counter()
-            loss = sum(head(x, [inst]).values())
-            loss.backward()
-            if device == "cuda":
-                torch.cuda.synchronize()
-            seconds = time.perf_counter() - t
-        out[kind] = {"seconds": seconds}
-        if device == "cuda":
-            out[kind]["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    split = os.path.dirname(ctx["annos"])
+    out = {kind: train_step(kind, split, n, device) for kind in ("ours", "stock")}
     out["time_ratio_ours_to_stock"] = out["ours"]["seconds"] / out["stock"]["seconds"]
     if device == "cuda":
         out["memory_ratio_ours_to_stock"] = (

@@ -26,11 +26,11 @@ from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
-from deepfashion2.apps.demo.figures import draw_prediction
 from deepfashion2.config import load_config
 from deepfashion2.engine import DeepFashion2Checkpointer
 from deepfashion2.modeling import with_tta
 from deepfashion2.utils.cli import fail, tool_main
+from deepfashion2.utils.visualizer import draw_prediction
 
 READABLE_SIDE = 480  # pixels: the longer side a small image is drawn at, by default
 

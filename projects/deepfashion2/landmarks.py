@@ -287,6 +287,19 @@ LANDMARK_COUNT = np.array([c.num_landmarks for c in CATEGORIES], dtype=np.int64)
 LANDMARK_CATEGORY = np.repeat(np.arange(NUM_CATEGORIES), LANDMARK_COUNT)
 
 
+def detectron2_metadata() -> dict:
+    """The scheme as Detectron2's metadata holds it (every DeepFashion2 split's, the drawings')."""
+    return {
+        "thing_classes": list(CATEGORY_NAMES),
+        "thing_dataset_id_to_contiguous_id": {c.id: c.contiguous_id for c in CATEGORIES},
+        "keypoint_names": keypoint_names(),
+        "keypoint_flip_map": keypoint_flip_map(),
+        "keypoint_connection_rules": keypoint_connection_rules(),
+        "keypoint_oks_sigmas": OKS_SIGMAS.tolist(),
+        "landmark_slices": [(c.start, c.num_landmarks) for c in CATEGORIES],
+    }
+
+
 def keypoint_names() -> list[str]:
     """294 names, "<coco_name>_<1-based index>", in the 294 layout."""
     return [f"{c.coco_name}_{i + 1}" for c in CATEGORIES for i in range(c.num_landmarks)]

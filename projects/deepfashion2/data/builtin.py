@@ -24,16 +24,7 @@ EVALUATOR_TYPE = "deepfashion2"
 
 def deepfashion2_metadata() -> dict:
     """Metadata shared by every DeepFashion2 split (all read from the one landmark scheme)."""
-    return {
-        "thing_classes": list(L.CATEGORY_NAMES),
-        "thing_dataset_id_to_contiguous_id": {c.id: c.contiguous_id for c in L.CATEGORIES},
-        "keypoint_names": L.keypoint_names(),
-        "keypoint_flip_map": L.keypoint_flip_map(),
-        "keypoint_connection_rules": L.keypoint_connection_rules(),
-        "keypoint_oks_sigmas": L.OKS_SIGMAS.tolist(),
-        "landmark_slices": [(c.start, c.num_landmarks) for c in L.CATEGORIES],
-        "evaluator_type": EVALUATOR_TYPE,
-    }
+    return {**L.detectron2_metadata(), "evaluator_type": EVALUATOR_TYPE}
 
 
 class SplitLoader:

@@ -182,3 +182,14 @@ def stack_rows(rows: list[Image.Image]) -> Image.Image:
         out.paste(r, (0, y))
         y += r.height
     return out
+
+
+def draw_prediction(image_bgr: np.ndarray, instances: Instances, scale: float = 1.0):
+    """A model's ``instances`` on its (H, W, 3) BGR input image: Detectron2's ``VisImage``."""
+    from detectron2.data import MetadataCatalog
+
+    meta = MetadataCatalog.get("deepfashion2_drawing")
+    if not meta.get("thing_classes"):
+        meta.set(**L.detectron2_metadata())
+    vis = DeepFashion2Visualizer(image_bgr[:, :, ::-1], meta, scale=scale)
+    return vis.draw_instance_predictions(instances.to("cpu"))

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ...evaluation.tables import columns
 from ...evaluation.tasks import AP_METRICS, TASKS
-from ...utils.visualizer import DeepFashion2Visualizer, stack_rows
+from ...utils.visualizer import draw_prediction, stack_rows
 
 AP_TASKS_DRAWN = [k for k, t in TASKS.items() if t.metrics == AP_METRICS]
 
@@ -83,17 +83,6 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
     query = Image.open(files[int(sub.query_image[s])])
     retrieval_strip(query, sub.query_box[s], results, legend=True).save(path)
     return True
-
-
-def draw_prediction(image_bgr: np.ndarray, instances, scale: float = 1.0):
-    """A model's ``instances`` on its (H, W, 3) BGR input image: Detectron2's ``VisImage``."""
-    from detectron2.data import MetadataCatalog
-
-    from ...data.builtin import deepfashion2_metadata
-
-    meta = MetadataCatalog.get("deepfashion2_drawing").set(**deepfashion2_metadata())
-    vis = DeepFashion2Visualizer(image_bgr[:, :, ::-1], meta, scale=scale)
-    return vis.draw_instance_predictions(instances.to("cpu"))
 
 
 def draw_predictions(
