@@ -135,8 +135,14 @@ def step_catalogue(ctx) -> dict:
             users.append(d["file_name"])
     cat_dir = os.path.join(ctx["tmp"], "catalogue")
     cat = index_images(cfg, shop, cat_dir, progress=False)
-    found = search_photos(cat_dir, users[:1], top_k=5, opts=["MODEL.DEVICE", ctx["device"]],
-                          min_score=0.0, max_garments=3)  # fmt: skip
+    found = search_photos(
+        cat_dir,
+        users[:1],
+        top_k=5,
+        opts=["MODEL.DEVICE", ctx["device"]],
+        min_score=0.0,
+        max_garments=3,
+    )
     return {"items": len(cat), "garments_found": len(found["results"][0]["garments"])}
 
 
@@ -175,14 +181,22 @@ def _launched(cfg, annos, images, split):
     _train(cfg)
 
 
-STEPS = [step_train, step_train_amp, step_evaluate, step_tta, step_catalogue,
-         step_landmark_head, step_launch]  # fmt: skip
+STEPS = [
+    step_train,
+    step_train_amp,
+    step_evaluate,
+    step_tta,
+    step_catalogue,
+    step_landmark_head,
+    step_launch,
+]
 
 
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--device", choices=("cuda", "cpu"),
-                   default="cuda" if torch.cuda.is_available() else "cpu")  # fmt: skip
+    p.add_argument(
+        "--device", choices=("cuda", "cpu"), default="cuda" if torch.cuda.is_available() else "cpu"
+    )
     p.add_argument("--output", required=True, help="the JSON report")
     p.add_argument("--iters", type=int, help="training iterations (default: 20 on CUDA, 3 on CPU)")
     args = p.parse_args(argv)
@@ -198,8 +212,10 @@ def main(argv=None) -> dict:
         "device": args.device,
         "gpu": torch.cuda.get_device_name(0) if args.device == "cuda" else None,
         "gpus": torch.cuda.device_count(),
-        "torch": torch.__version__, "python": platform.python_version(), "steps": {},
-    }  # fmt: skip
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "steps": {},
+    }
     with tempfile.TemporaryDirectory(prefix="df2-check-") as tmp:
         root = os.path.join(tmp, "split")
         size = (600, 800) if args.device == "cuda" else (96, 128)  # real photos are ~600-800 px
@@ -208,10 +224,14 @@ def main(argv=None) -> dict:
         split = "df2_check_gpu"
         register_deepfashion2(split, annos, images)
         ctx = {
-            "device": args.device, "tmp": tmp, "split": split, "annos": annos, "images": images,
+            "device": args.device,
+            "tmp": tmp,
+            "split": split,
+            "annos": annos,
+            "images": images,
             "iters": args.iters or (20 if args.device == "cuda" else 3),
             "dicts": load_deepfashion2(annos, images, use_cache=False),
-        }  # fmt: skip
+        }
         for step in STEPS:
             name = step.__name__[len("step_") :]
             t = time.perf_counter()
@@ -220,13 +240,22 @@ def main(argv=None) -> dict:
             except Skip as e:
                 result = {"status": "skipped", "reason": str(e)}
             except Exception as e:  # a check reports every failure and goes on to the next
-                result = {"status": "failed", "error": f"{type(e).__name__}: {e}",
-                          "traceback": traceback.format_exc()[-3000:]}  # fmt: skip
+                result = {
+                    "status": "failed",
+                    "error": f"{type(e).__name__}: {e}",
+                    "traceback": traceback.format_exc()[-3000:],
+                }
             result["seconds"] = time.perf_counter() - t
             report["steps"][name] = result
-            print(f"{name}: {result['status']} ({result['seconds']:.0f} s)"
-                  + (f": {result.get('reason') or result.get('error')}"
-                     if result["status"] != "ok" else ""), file=sys.stderr)  # fmt: skip
+            print(
+                f"{name}: {result['status']} ({result['seconds']:.0f} s)"
+                + (
+                    f": {result.get('reason') or result.get('error')}"
+                    if result["status"] != "ok"
+                    else ""
+                ),
+                file=sys.stderr,
+            )
     with open(args.output, "w") as f:
         json.dump(report, f, indent=1, default=str)
     return report

@@ -40,9 +40,10 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--retry-skipped", action="store_true", help="try unreadable images again")
     p.add_argument(
-        "--lenient", action="store_true", help="skip damaged shards (their images are indexed "
-        "again) instead of stopping",
-    )  # fmt: skip
+        "--lenient",
+        action="store_true",
+        help="skip damaged shards (their images are indexed " "again) instead of stopping",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     if not os.path.isdir(args.images):

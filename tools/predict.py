@@ -80,8 +80,9 @@ def main(argv=None) -> list[dict]:
         drawing = draw_prediction(image, instances, scale).get_image()
         name = os.path.splitext(os.path.basename(path))[0] + ".png"
         Image.fromarray(drawing).save(os.path.join(args.output, name))
-        done.append({"image": path, "drawing": os.path.join(args.output, name),
-                     "garments": len(instances)})  # fmt: skip
+        done.append(
+            {"image": path, "drawing": os.path.join(args.output, name), "garments": len(instances)}
+        )
     print(summary(done, args.output, args.confidence_threshold))
     return done
 

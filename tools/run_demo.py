@@ -26,8 +26,11 @@ if not os.environ.get("PYTHONWARNINGS"):
     )
     for category in (FutureWarning, UserWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category)
-    print("(warnings from torch's and Detectron2's internals are hidden; PYTHONWARNINGS=default "
-          "shows them)", file=sys.stderr)  # fmt: skip
+    print(
+        "(warnings from torch's and Detectron2's internals are hidden; PYTHONWARNINGS=default "
+        "shows them)",
+        file=sys.stderr,
+    )
 
 from deepfashion2.apps.demo import DEMO_SEED, run_demo  # noqa: E402
 from deepfashion2.utils.cli import tool_main  # noqa: E402

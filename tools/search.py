@@ -75,15 +75,17 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--json", action="store_true", help="print the full JSON, not the summary")
     p.add_argument(
-        "--all-categories", action="store_true", help="rank the whole catalogue, not only items "
-        "of the garment's predicted category",
-    )  # fmt: skip
+        "--all-categories",
+        action="store_true",
+        help="rank the whole catalogue, not only items " "of the garment's predicted category",
+    )
     p.add_argument("--min-score", type=float, default=None, help="default 0.5")
     p.add_argument("--max-garments", type=int, default=None, help="default 5")
     p.add_argument(
-        "--benchmark-policy", action="store_true",
+        "--benchmark-policy",
+        action="store_true",
         help="the retrieval benchmark's garments: DEEPFASHION2.RETRIEVAL.MIN_SCORE, MAX_PER_IMAGE",
-    )  # fmt: skip
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     # `--input a.jpg b.jpg MODEL.WEIGHTS w.pth`: the photos end where a config key begins

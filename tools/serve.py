@@ -52,9 +52,13 @@ def main(argv=None) -> None:
         os.environ[ENV_CATALOGUE], os.environ[ENV_OPTS] = args.catalogue, json.dumps(opts)
         os.environ[ENV_IMAGES] = args.images or ""
         uvicorn.run(
-            "deepfashion2.apps.serve.app:app_from_environment", factory=True, host=args.host,
-            port=args.port, workers=args.workers, http=HeaderTimeoutProtocol,
-        )  # fmt: skip
+            "deepfashion2.apps.serve.app:app_from_environment",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            http=HeaderTimeoutProtocol,
+        )
         return
     app = create_app(args.catalogue, opts, image_root=args.images)  # errors: one line
     print(f"Serving {args.catalogue} on http://{args.host}:{args.port}/", file=sys.stderr)

@@ -39,8 +39,11 @@ class SplitLoader:
         self, anno_dir: str | Callable[[], str], image_dir: str | None, lenient: bool, **kwargs
     ):
         self.anno_dir, self.image_dir, self.lenient, self.kwargs = (
-            anno_dir, image_dir, lenient, kwargs,
-        )  # fmt: skip
+            anno_dir,
+            image_dir,
+            lenient,
+            kwargs,
+        )
 
     def __call__(self, *, lenient: bool | None = None, use_cache: bool | None = None) -> list[dict]:
         if callable(self.anno_dir):
@@ -88,9 +91,11 @@ def register_deepfashion2(
             name, SplitLoader(anno_dir, image_dir, lenient, cache_dir=cache_dir, **loader_kwargs)
         )
     MetadataCatalog.get(name).set(
-        anno_dir=anno_dir, image_dir=image_dir, annotated=anno_dir is not None,
+        anno_dir=anno_dir,
+        image_dir=image_dir,
+        annotated=anno_dir is not None,
         **deepfashion2_metadata(),
-    )  # fmt: skip
+    )
 
 
 def _register_mini(name: str, split: str) -> None:

@@ -249,9 +249,13 @@ def load_split_store(
     names, fingerprint = _list_annotations(anno_dir)
     if not names:
         raise DeepFashion2FormatError(
-            anno_dir, None, "folder", "holds no annotation files (*.json): expected a split's "
-            "annos/ folder (e.g. validation/annos)", "folder: empty",
-        )  # fmt: skip
+            anno_dir,
+            None,
+            "folder",
+            "holds no annotation files (*.json): expected a split's "
+            "annos/ folder (e.g. validation/annos)",
+            "folder: empty",
+        )
     path = None
     if use_cache:
         # every image an annotation names: a replaced image changes its size, mtime and ctime
@@ -315,9 +319,12 @@ def _one_file_per_image(anno_dir: str, names: list[str], lenient: bool) -> tuple
         if i in first:
             if not lenient:
                 raise DeepFashion2FormatError(
-                    os.path.join(anno_dir, n), None, "file name",
-                    f"image id {i} again (already {first[i]})", DUPLICATE_ID,
-                )  # fmt: skip
+                    os.path.join(anno_dir, n),
+                    None,
+                    "file name",
+                    f"image id {i} again (already {first[i]})",
+                    DUPLICATE_ID,
+                )
             duplicates += 1
             continue
         first[i] = n

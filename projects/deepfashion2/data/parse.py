@@ -344,9 +344,12 @@ def parse_annotation(
             raw = f.read(MAX_ANNOTATION_BYTES + 1)
         if len(raw) > MAX_ANNOTATION_BYTES:
             raise DeepFashion2FormatError(
-                anno_file, None, "file", f"more than {MAX_ANNOTATION_BYTES:,} bytes",
+                anno_file,
+                None,
+                "file",
+                f"more than {MAX_ANNOTATION_BYTES:,} bytes",
                 "file: too large",
-            )  # fmt: skip
+            )
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as e:
         try:  # NaN/Infinity literals: not JSON, but Python's json writes them; report the field

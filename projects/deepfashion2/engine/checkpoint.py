@@ -155,8 +155,11 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
 
     def load(self, path: str, *args, **kwargs) -> dict:
         if not path:  # fvcore would say "from scratch", also when a backbone holds ImageNet weights
-            imagenet = [m.imagenet_weights for m in self.model.modules()
-                        if getattr(m, "imagenet_weights", "")]  # fmt: skip
+            imagenet = [
+                m.imagenet_weights
+                for m in self.model.modules()
+                if getattr(m, "imagenet_weights", "")
+            ]
             self.logger.info(
                 f"No MODEL.WEIGHTS: fine-tuning from ImageNet weights ({imagenet[0]})"
                 if imagenet
@@ -167,9 +170,10 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
             refuse_unsafe_weights(path)
         if path and "://" not in path and not os.path.isfile(path):
             raise CheckpointError(
-                path, "no such weights file (MODEL.WEIGHTS)",
+                path,
+                "no such weights file (MODEL.WEIGHTS)",
                 "name a .pth file; `make demo` writes output/demo/model_final.pth",
-            )  # fmt: skip
+            )
         return super().load(path, *args, **kwargs)
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict:
@@ -186,9 +190,10 @@ class DeepFashion2Checkpointer(DetectionCheckpointer):
             self._check_belongs(candidate, checkpoint)
             return self._restore(candidate, checkpoint)
         raise CheckpointError(
-            self.save_dir, "--resume: no intact checkpoint here",
+            self.save_dir,
+            "--resume: no intact checkpoint here",
             "remove its last_checkpoint to start from MODEL.WEIGHTS",
-        )  # fmt: skip
+        )
 
     def _check_belongs(self, filename: str, checkpoint: dict) -> None:
         """Refuse, before loading anything, a checkpoint of another model or optimizer."""
@@ -261,6 +266,7 @@ def refuse_unsafe_weights(path: str) -> None:
         raise UnsafeWeightsError(path, "a hash given beside the weights is not trusted here")
     if not path.split("#", 1)[0].endswith(".pth"):
         raise UnsafeWeightsError(
-            path, "only .pth weights (read without running code) are accepted here; "
+            path,
+            "only .pth weights (read without running code) are accepted here; "
             ".pkl files are unpickled, which runs whatever code they hold",
-        )  # fmt: skip
+        )

@@ -62,9 +62,10 @@ def _oks_sigmas(given, metadata) -> np.ndarray:
     sigmas = np.asarray(list(given) or metadata.get("keypoint_oks_sigmas", L.OKS_SIGMAS), float)
     if sigmas.shape != (L.NUM_LANDMARKS,) or not (sigmas > 0).all():
         raise ConfigError(
-            "TEST.KEYPOINT_OKS_SIGMAS", f"{len(sigmas)} values; DeepFashion2 needs "
+            "TEST.KEYPOINT_OKS_SIGMAS",
+            f"{len(sigmas)} values; DeepFashion2 needs "
             f"{L.NUM_LANDMARKS} positive sigmas, one per landmark (or none: the official ones)",
-        )  # fmt: skip
+        )
     return sigmas
 
 

@@ -89,10 +89,17 @@ class RetrievalGroundTruth:
         pair = gt.pair_ids[gt.image]
         image = gt.image_ids[gt.image]
         return cls(
-            image[q], gt.boxes_xyxy[q], gt.category[q], gt.style[q], pair[q],
-            image[g], gt.boxes_xyxy[g], gt.style[g], pair[g],
+            image[q],
+            gt.boxes_xyxy[q],
+            gt.category[q],
+            gt.style[q],
+            pair[q],
+            image[g],
+            gt.boxes_xyxy[g],
+            gt.style[g],
+            pair[g],
             q_attributes=gt.attributes[q],
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_official(

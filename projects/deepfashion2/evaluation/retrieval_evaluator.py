@@ -156,9 +156,12 @@ def best_detections(inst: Instances, min_score: float, limit: int) -> tuple[np.n
 def _item_set(parts: list[tuple]) -> ItemSet:
     if not parts:
         return ItemSet(
-            np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0),
+            np.zeros(0, np.int64),
+            np.zeros((0, 4)),
+            np.zeros(0, np.int64),
+            np.zeros(0),
             np.zeros((0, 1), np.float32),
-        )  # fmt: skip
+        )
     return ItemSet(*(np.concatenate([p[i] for p in parts]) for i in range(5)))
 
 

@@ -322,9 +322,12 @@ def evaluate(
     disable = None if progress is None else not progress
     out = {}
     with tqdm(
-        total=len(dets) * (len(subsets()) + 1), desc="Scoring", unit="table",
-        disable=disable, leave=False,
-    ) as bar:  # fmt: skip
+        total=len(dets) * (len(subsets()) + 1),
+        desc="Scoring",
+        unit="table",
+        disable=disable,
+        leave=False,
+    ) as bar:
         for task, d in dets.items():
             bar.set_postfix(task=task, refresh=False)
             matches = match_task(task, gt, d, sigmas)

@@ -167,8 +167,9 @@ class DeepFashion2RCNNWithTTA(GeneralizedRCNNWithTTA):
         out = boxes.new_zeros((len(boxes), L.NUM_LANDMARKS, 3))
         for parts in zip(*heatmaps):  # the same categories and rows in every input
             c, rows = parts[0][0], parts[0][1]
-            maps = [unflip_heatmaps(lg, c) if _flipped(t) else lg
-                    for (_, _, lg), t in zip(parts, tfms)]  # fmt: skip
+            maps = [
+                unflip_heatmaps(lg, c) if _flipped(t) else lg for (_, _, lg), t in zip(parts, tfms)
+            ]
             kp = heatmaps_to_keypoints(average_heatmaps(maps), boxes[rows])
             out[rows, L.CATEGORIES[c].landmark_slice] = kp[:, :, [0, 1, 3]]
         h, w = reference.image_size

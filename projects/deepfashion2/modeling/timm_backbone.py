@@ -52,9 +52,12 @@ class TimmBackbone(Backbone):
         from timm.layers import freeze_batch_norm_2d
 
         self.body = timm.create_model(
-            name, pretrained=False, features_only=True, out_indices=tuple(out_indices),
+            name,
+            pretrained=False,
+            features_only=True,
+            out_indices=tuple(out_indices),
             in_chans=in_channels,
-        )  # fmt: skip
+        )
         # what the checkpointer says when no MODEL.WEIGHTS replaces them ("fine-tuning from ...")
         self.imagenet_weights = f"{name}, {weights}" if weights else ""
         if weights:
@@ -102,7 +105,11 @@ def build_timm_fpn_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
     """``MODEL.BACKBONE.NAME: build_timm_fpn_backbone``: ``MODEL.TIMM``'s model under the FPN."""
     t = cfg.MODEL.TIMM
     bottom_up = TimmBackbone(
-        t.NAME, tuple(t.OUT_INDICES), norm=t.NORM, freeze_at=t.FREEZE_AT, weights=t.WEIGHTS,
+        t.NAME,
+        tuple(t.OUT_INDICES),
+        norm=t.NORM,
+        freeze_at=t.FREEZE_AT,
+        weights=t.WEIGHTS,
         in_channels=input_shape.channels,
-    )  # fmt: skip
+    )
     return build_fpn(cfg, bottom_up, input_shape)

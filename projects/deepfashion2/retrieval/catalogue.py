@@ -97,9 +97,10 @@ class Catalogue:
         if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
             found = self.meta.get("format") if isinstance(self.meta, dict) else None
             raise CatalogueError(
-                meta, f"catalogue format {found}, expected {FORMAT}: index the images again "
+                meta,
+                f"catalogue format {found}, expected {FORMAT}: index the images again "
                 "into a new catalogue",
-            )  # fmt: skip
+            )
         _check_meta(self.meta, meta)
         self._shard_cache: dict[str, Shard] = {}
         self._entries: CatalogueEntries | None = None
@@ -158,19 +159,21 @@ class Catalogue:
         for key, what in (("weights_sha256", "weights"), ("embed_dim", "embedding size")):
             if identity.get(key) != mine.get(key):
                 raise CatalogueMismatchError(
-                    self.folder, f"was built with {what} {mine.get(key)} (config "
+                    self.folder,
+                    f"was built with {what} {mine.get(key)} (config "
                     f"{mine.get('config')}), the model here has {identity.get(key)}: their "
                     "embeddings are not comparable. Search with the model that built it, or index "
                     "the images again into a new catalogue.",
-                )  # fmt: skip
+                )
 
     def check_images_root(self, root: str) -> None:
         """Refuse to add another image folder's images (their paths would collide)."""
         if root and self.images_root and os.path.abspath(root) != self.images_root:
             raise CatalogueMismatchError(
-                self.folder, f"indexes the images of {self.images_root}, not {root}: index "
+                self.folder,
+                f"indexes the images of {self.images_root}, not {root}: index "
                 "another folder into a new catalogue",
-            )  # fmt: skip
+            )
 
     # -- the shop images -----------------------------------------------------------------------
 
@@ -187,17 +190,21 @@ class Catalogue:
             )
         real = os.path.realpath(given)
         if not os.path.isdir(real):
-            raise CatalogueError(given, "the catalogue's image folder is not there",
-                                 "give the folder it was indexed from: --images")  # fmt: skip
+            raise CatalogueError(
+                given,
+                "the catalogue's image folder is not there",
+                "give the folder it was indexed from: --images",
+            )
         e = self.entries()
         known = [i for i in range(len(e.images)) if e.image_bytes[i] >= 0][:_PROBED_IMAGES]
         for i in known:
             if self._image_file(real, i) is None:
                 raise CatalogueError(
-                    given, f"does not hold this catalogue's image {printable(e.images[i])} as it "
+                    given,
+                    f"does not hold this catalogue's image {printable(e.images[i])} as it "
                     "was indexed (missing, outside the folder, or another size)",
                     "give the folder it was indexed from: --images",
-                )  # fmt: skip
+                )
         return real
 
     def image_path(self, root: str, item: int) -> str | None:
@@ -258,9 +265,14 @@ class Catalogue:
         if image_bytes is None:
             image_bytes = [_size(os.path.join(self.images_root, p)) for p in images]
         write_shard(
-            os.path.join(self.folder, "shards"), images, image_bytes, detections, skipped or {},
-            self.meta["weights_sha256"], self.embed_dim,
-        )  # fmt: skip
+            os.path.join(self.folder, "shards"),
+            images,
+            image_bytes,
+            detections,
+            skipped or {},
+            self.meta["weights_sha256"],
+            self.embed_dim,
+        )
         self._entries, self._indexes = None, {}
 
     def remove_unfinished(self) -> None:
@@ -314,9 +326,12 @@ class Catalogue:
         index = load_index(root, name, e, same_category)
         if index is None:
             index = GroupedIndex(
-                e.embeddings, e.categories, same_category=same_category, kind=kind,
+                e.embeddings,
+                e.categories,
+                same_category=same_category,
+                kind=kind,
                 exact_max=exact_max,
-            )  # fmt: skip
+            )
             save_index(index, root, name)
         self._indexes[same_category] = index
         return index
@@ -367,9 +382,12 @@ class Catalogue:
 
 # what the project reads or writes in a catalogue folder, and what each must be
 _LAYOUT = {
-    "catalogue.json": "file", "config.yaml": "file", ".lock": "file", "shards": "folder",
+    "catalogue.json": "file",
+    "config.yaml": "file",
+    ".lock": "file",
+    "shards": "folder",
     "index": "folder",
-}  # fmt: skip
+}
 
 
 def _check_layout(folder: str) -> None:

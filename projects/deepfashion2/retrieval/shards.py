@@ -80,9 +80,10 @@ def read_shard(path: str, weights_sha256: str, dim: int) -> Shard:
         manifest = read_manifest(path, KIND)
         if manifest.get("weights_sha256") != weights_sha256 or manifest.get("embed_dim") != dim:
             raise CatalogueError(
-                path, f"written by weights {manifest.get('weights_sha256')} (embedding size "
+                path,
+                f"written by weights {manifest.get('weights_sha256')} (embedding size "
                 f"{manifest.get('embed_dim')}), not the catalogue's {weights_sha256} ({dim})",
-            )  # fmt: skip
+            )
         data = {n: read_file(path, manifest, n) for n in shard_files()}
         images = parse_json(data["images.json"], os.path.join(path, "images.json"))
         skipped = parse_json(data["skipped.json"], os.path.join(path, "skipped.json"))

@@ -192,9 +192,10 @@ def load_npy(data: bytes, where: str) -> np.ndarray:
     expected = math.prod(shape) * dtype.itemsize
     if expected != len(data) - f.tell():
         raise CheckedFolderError(
-            where, f"its header says shape {shape} ({expected:,} bytes), the file holds "
-            f"{len(data) - f.tell():,}"
-        )  # fmt: skip
+            where,
+            f"its header says shape {shape} ({expected:,} bytes), the file holds "
+            f"{len(data) - f.tell():,}",
+        )
     flat = np.frombuffer(data, dtype, count=math.prod(shape), offset=f.tell())
     return flat.reshape(shape, order="F" if fortran else "C")
 
@@ -203,8 +204,10 @@ def _npy_header(f, where: str):
     """(shape, fortran order, dtype) of the ``.npy`` header at ``f``; ``f`` left after it."""
     try:
         version = np.lib.format.read_magic(f)
-        reader = {(1, 0): np.lib.format.read_array_header_1_0,
-                  (2, 0): np.lib.format.read_array_header_2_0}.get(version)  # fmt: skip
+        reader = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
         if reader is None:
             raise ValueError(f"unknown .npy version {version}")
         return reader(f)

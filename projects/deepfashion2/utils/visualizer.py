@@ -45,8 +45,10 @@ class DeepFashion2Visualizer(Visualizer):
         size = font_size or 10.0
         x, y = position
         w, h = 0.6 * size * len(str(text)), 1.5 * size  # image pixels, as Detectron2 sizes text
-        while any(x < px + pw and px < x + w and y < py + ph and py < y + h
-                  for px, py, pw, ph in self.placed_labels):  # fmt: skip
+        while any(
+            x < px + pw and px < x + w and y < py + ph and py < y + h
+            for px, py, pw, ph in self.placed_labels
+        ):
             y += h
         self.placed_labels.append((x, y, w, h))
         return super().draw_text(text, (x, y), font_size=font_size, **kwargs)
@@ -138,9 +140,10 @@ def retrieval_strip(
         crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))))
         x = pad + k * (size + pad)
         ImageDraw.Draw(strip).rectangle(
-            [x, pad, x + size - 1, pad + size - 1], outline=colours.get(hit, (150, 150, 150)),
+            [x, pad, x + size - 1, pad + size - 1],
+            outline=colours.get(hit, (150, 150, 150)),
             width=3,
-        )  # fmt: skip
+        )
         strip.paste(crop, (x + (size - crop.width) // 2, pad + (size - crop.height) // 2))
     if not legend:
         return strip
@@ -167,8 +170,12 @@ def _legend(words: list[tuple[str, tuple]], width: int, height: int = 18) -> Ima
 def no_garment(photo: Image.Image, side: int = 240) -> Image.Image:
     """A searched photo in which no garment was found: the photo, with a note below."""
     im = photo.convert("RGB")
-    im = im.resize((max(1, round(im.width * side / max(im.size))),
-                    max(1, round(im.height * side / max(im.size)))))  # fmt: skip
+    im = im.resize(
+        (
+            max(1, round(im.width * side / max(im.size))),
+            max(1, round(im.height * side / max(im.size))),
+        )
+    )
     note = _legend([("no garment found", (90, 90, 90))], max(im.width, 140))
     return stack_rows([im, note])
 

@@ -223,8 +223,9 @@ def list_images(folder: str, extensions=(".jpg", ".jpeg", ".png")) -> list[str]:
     for root, dirs, files in os.walk(folder, followlinks=True):
         real = os.path.realpath(root)
         if real in seen:
-            logger.warning(f"{root}: already read as {real} (a link loop or a second link): "
-                           "not read again")  # fmt: skip
+            logger.warning(
+                f"{root}: already read as {real} (a link loop or a second link): " "not read again"
+            )
             dirs[:] = []
             continue
         seen.add(real)

@@ -38,9 +38,12 @@ def index_images(
     again) instead of refused.
     """
     cat = Catalogue.create(
-        output, model_identity(cfg, config_name), cfg.dump(), images_root=images_dir,
+        output,
+        model_identity(cfg, config_name),
+        cfg.dump(),
+        images_root=images_dir,
         lenient=lenient,
-    )  # fmt: skip
+    )
     cat.remove_unfinished()
     done = cat.indexed_images(with_skipped=not retry_skipped)
     todo = [p for p in list_images(images_dir) if p not in done]
@@ -67,9 +70,17 @@ def _worker(cfg, images_dir, output, todo, batch_size, images_per_shard, progres
     from detectron2.utils import comm
 
     _index_part(
-        cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient,
-        rank=comm.get_rank(), world=comm.get_world_size(),
-    )  # fmt: skip
+        cfg,
+        images_dir,
+        output,
+        todo,
+        batch_size,
+        images_per_shard,
+        progress,
+        lenient,
+        rank=comm.get_rank(),
+        world=comm.get_world_size(),
+    )
 
 
 def _index_part(

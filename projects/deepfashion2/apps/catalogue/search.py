@@ -59,9 +59,10 @@ def catalogue_config(cat: Catalogue, opts=()):
                 raise ValueError("a hash given beside the weights is not trusted here")
         except ValueError as e:
             raise CatalogueError(
-                path, f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} refused ({e})",
+                path,
+                f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS!r} refused ({e})",
                 "give the weights yourself: MODEL.WEIGHTS /path/to/model.pth",
-            ) from None  # fmt: skip
+            ) from None
     return cfg
 
 
@@ -123,12 +124,16 @@ def search(
         matches = cat.search(emb, cats, top_k, same_category)
         out.append(
             [
-                {"box": b, "category": int(c), "category_name": category_name(int(c)),
-                 "score": float(s), "matches": [dict(x, category_name=category_name(x["category"]))
-                                                for x in m]}
+                {
+                    "box": b,
+                    "category": int(c),
+                    "category_name": category_name(int(c)),
+                    "score": float(s),
+                    "matches": [dict(x, category_name=category_name(x["category"])) for x in m],
+                }
                 for b, c, s, m in zip(boxes.tolist(), cats.tolist(), scores.tolist(), matches)
             ]
-        )  # fmt: skip
+        )
     if seconds is not None:  # where the time went (bench/catalogue.py)
         seconds.update(
             detection_and_embedding=t1 - t0, index=t2 - t1, lookup=time.perf_counter() - t2
@@ -177,9 +182,15 @@ def search_photos(
     cat, embedder = open_catalogue(catalogue_dir, opts, embedder)
     seconds: dict = {}
     found = search(
-        cat, embedder, photos, top_k=top_k, same_category=same_category, min_score=min_score,
-        max_garments=max_garments, seconds=seconds,
-    )  # fmt: skip
+        cat,
+        embedder,
+        photos,
+        top_k=top_k,
+        same_category=same_category,
+        min_score=min_score,
+        max_garments=max_garments,
+        seconds=seconds,
+    )
     out = [{"photo": p, "garments": g} for p, g in zip(photos, found)]
     result = {"catalogue": catalogue_dir, "results": out, "seconds": seconds}
     if output:
@@ -217,8 +228,11 @@ def draw(entry: dict, cat: Catalogue, root: str, path: str) -> None:
     rows = []
     for g in entry["garments"]:
         shown = [(cat.image_path(root, m["item"]), m["box"]) for m in g["matches"]]
-        rows.append(retrieval_strip(photo, g["box"], [(Image.open(p), b, None) for p, b in shown
-                                                      if p is not None]))  # fmt: skip
+        rows.append(
+            retrieval_strip(
+                photo, g["box"], [(Image.open(p), b, None) for p, b in shown if p is not None]
+            )
+        )
     if rows:
         stack_rows(rows).save(path)
 

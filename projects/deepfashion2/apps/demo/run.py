@@ -47,12 +47,15 @@ def register(dataset: str | None) -> tuple[str, str]:
     missing = [s for s in ("train", "validation") if not _is_split(os.path.join(dataset, s))]
     if missing:
         raise FileError(
-            dataset, f"no {' or '.join(missing)} split (<dir>/<split>/annos and image)",
+            dataset,
+            f"no {' or '.join(missing)} split (<dir>/<split>/annos and image)",
             "give a DeepFashion2 folder with train/ and validation/, or a folder with annos/ and "
             "image/ to evaluate the demo's model on",
-        )  # fmt: skip
-    return tuple(_register(f"deepfashion2_demo_{s}", os.path.join(dataset, s))
-                 for s in ("train", "validation"))  # fmt: skip
+        )
+    return tuple(
+        _register(f"deepfashion2_demo_{s}", os.path.join(dataset, s))
+        for s in ("train", "validation")
+    )
 
 
 def is_photo_folder(dataset: str) -> bool:
@@ -113,8 +116,10 @@ def run_demo(
     start = time.perf_counter()
     train_name, val_name = register(dataset)  # a wrong folder is said before anything is written
     if dataset is not None and is_photo_folder(dataset):
-        print(f"{dataset} holds annotated photos without train/ and validation/: the demo trains "
-              f"on the synthetic set and evaluates on these photos")  # fmt: skip
+        print(
+            f"{dataset} holds annotated photos without train/ and validation/: the demo trains "
+            f"on the synthetic set and evaluates on these photos"
+        )
     os.makedirs(output_dir, exist_ok=True)
     setup_logging(output_dir)
     cfg = demo_config(output_dir, train_name, val_name, config_file, opts, seed)

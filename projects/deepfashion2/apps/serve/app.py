@@ -104,9 +104,12 @@ def create_app(
 
     @app.get("/healthz")
     async def healthz():
-        return {"status": "ok", "items": len(service.entries),
-                "images": len(service.entries.images),
-                "weights_sha256": service.catalogue.meta.get("weights_sha256")}  # fmt: skip
+        return {
+            "status": "ok",
+            "items": len(service.entries),
+            "images": len(service.entries.images),
+            "weights_sha256": service.catalogue.meta.get("weights_sha256"),
+        }
 
     @app.post("/search")
     async def search_photo(
@@ -125,8 +128,12 @@ def create_app(
             raise HTTPException(413, f"upload over {max_upload_bytes} bytes")
         if not data:
             raise HTTPException(400, "empty upload (0 bytes)")
-        policy = {"top_k": top_k, "same_category": False if all_categories else None,
-                  "min_score": min_score, "max_garments": max_garments}  # fmt: skip
+        policy = {
+            "top_k": top_k,
+            "same_category": False if all_categories else None,
+            "min_score": min_score,
+            "max_garments": max_garments,
+        }
         try:
             garments, size = await run_in_threadpool(_search_bytes, service, data, policy)
         except UnreadableImageError as e:
