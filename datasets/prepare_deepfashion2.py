@@ -75,7 +75,7 @@ def write_retrieval_gt(store, out_dir: str) -> None:
 
     from deepfashion2.evaluation import GroundTruth, RetrievalGroundTruth
 
-    rgt = RetrievalGroundTruth.from_groundtruth(GroundTruth.from_dicts(store.to_dicts("")))
+    rgt = RetrievalGroundTruth.from_groundtruth(GroundTruth.from_store(store))
     queries, gallery = rgt.to_official()
     os.makedirs(out_dir, exist_ok=True)
     for name, entries in (("query_gt.json", queries), ("gallery_gt.json", gallery)):

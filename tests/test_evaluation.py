@@ -318,3 +318,37 @@ def test_other_oks_sigmas_give_other_landmark_ap_as_coco_evaluator_takes_them():
     assert keypoint_ap((L.OKS_SIGMAS * 10).tolist()) == pytest.approx(100)  # wide: 3 px forgiven
     with pytest.raises(ConfigError, match="TEST.KEYPOINT_OKS_SIGMAS: 17 values; DeepFashion2"):
         keypoint_ap([0.1] * 17)
+
+
+def test_ground_truth_from_the_store_is_the_one_from_the_dicts(synthetic_split, samples):
+    """GroundTruth.from_store (no dicts, no +0.5 put on and taken off) equals from_dicts, on the
+    synthetic split and on the real samples (their items in the files' key order)."""
+    import dataclasses
+    import glob
+    import os
+    import shutil
+    import tempfile
+
+    from deepfashion2.data import load_split_store
+
+    real = tempfile.mkdtemp()
+    try:
+        os.makedirs(f"{real}/annos"), os.makedirs(f"{real}/image")
+        for img in glob.glob(os.path.join(samples, "image", "[0-9]*.jpg")):
+            stem = os.path.basename(img)[:-4]
+            anno = os.path.join(samples, "annos", stem + ".json")
+            if os.path.exists(anno):  # (two images belong to the COCO sample only)
+                shutil.copy(anno, f"{real}/annos")
+                os.symlink(img, f"{real}/image/{stem}.jpg")
+        for folder in (synthetic_split, real):
+            store = load_split_store(f"{folder}/annos", f"{folder}/image", use_cache=False)
+            a, b = GroundTruth.from_store(store), GroundTruth.from_dicts(store.to_dicts(""))
+            for f in dataclasses.fields(GroundTruth):
+                x, y = getattr(a, f.name), getattr(b, f.name)
+                if isinstance(x, np.ndarray):
+                    assert x.dtype == y.dtype and np.array_equal(x, y), f.name
+                else:
+                    assert x == y, f.name
+            assert a.num_items > 30
+    finally:
+        shutil.rmtree(real)

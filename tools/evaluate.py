@@ -27,7 +27,7 @@ import time
 
 import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 
-from deepfashion2.data import load_deepfashion2
+from deepfashion2.data import load_split_store
 from deepfashion2.evaluation import (
     GroundTruth,
     ResultFormatError,
@@ -86,7 +86,7 @@ def run(args) -> dict:
     if need_split and not (args.anno_dir and args.image_dir):
         fail("--anno-dir and --image-dir are needed for these results")
     gt = (
-        GroundTruth.from_dicts(load_deepfashion2(args.anno_dir, args.image_dir))
+        GroundTruth.from_store(load_split_store(args.anno_dir, args.image_dir))
         if need_split
         else None
     )

@@ -32,6 +32,7 @@ from ..evaluation import (
     RetrievalEvaluator,
     tables,
 )
+from ..evaluation.groundtruth import split_ground_truth
 from ..evaluation.tasks import model_tasks
 from ..modeling import DeepFashion2RCNNWithTTA
 from .checkpoint import DeepFashion2Checkpointer
@@ -186,19 +187,19 @@ class Trainer(DefaultTrainer):
         meta = MetadataCatalog.get(dataset_name)
         if meta.get("evaluator_type") == "deepfashion2":
             tasks = model_tasks(cfg.MODEL.MASK_ON, cfg.MODEL.KEYPOINT_ON)
-            load = functools.partial(dataset_dicts, dataset_name, cfg)
+            load = {"load_dicts": functools.partial(dataset_dicts, dataset_name, cfg)}
+            if meta.get("annotated"):  # one ground truth per split, shared (split_ground_truth)
+                load = {"load_gt": functools.partial(split_ground_truth, dataset_name, cfg)}
             evaluator = DeepFashion2Evaluator(
                 dataset_name,
                 output_folder,
                 tasks=tasks,
-                load_dicts=load,
                 kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS,
+                **load,
             )
             if not cfg.MODEL.MATCH_ON or not retrieval_possible(dataset_name, cfg):
                 return evaluator
-            retrieval = RetrievalEvaluator.from_config(
-                cfg, dataset_name, output_folder, load_dicts=load
-            )
+            retrieval = RetrievalEvaluator.from_config(cfg, dataset_name, output_folder, **load)
             return DatasetEvaluators([evaluator, retrieval])
         # other datasets: the stock evaluator, given the config's OKS sigmas (the stock tool
         # does not pass them)
@@ -247,9 +248,9 @@ class Trainer(DefaultTrainer):
             annotated = MetadataCatalog.get(name).annotated  # set by every registration of ours
             gt_boxes = cfg.MODEL.MATCH_ON and cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES and annotated
             if gt_boxes and retrieval_possible(name, cfg):
-                load = functools.partial(dataset_dicts, name, cfg)
+                load = functools.partial(split_ground_truth, name, cfg)
                 evaluator = RetrievalEvaluator.from_config(
-                    cfg, name, output_folder, gt_boxes=True, load_dicts=load
+                    cfg, name, output_folder, gt_boxes=True, load_gt=load
                 )
                 res.update(
                     inference_on_dataset(

@@ -23,7 +23,7 @@ from .. import landmarks as L
 from ..config import ConfigError
 from . import tables
 from .detections import Detections
-from .groundtruth import GroundTruth
+from .groundtruth import GroundTruth, ground_truth_of
 from .scoring import TASKS, evaluate
 
 logger = logging.getLogger(__name__)
@@ -95,16 +95,20 @@ class DeepFashion2Evaluator(DatasetEvaluator):
         tasks: tuple[str, ...] | None = None,
         distributed: bool = True,
         load_dicts: Callable[[], list[dict]] | None = None,
+        load_gt: Callable[[], GroundTruth | None] | None = None,
         kpt_oks_sigmas=(),
     ):
         """
-        ``load_dicts``: the split's dicts (default ``DatasetCatalog.get(dataset_name)``);
-        ``kpt_oks_sigmas``: the landmarks' OKS sigmas, as ``COCOEvaluator`` takes them
-        (``TEST.KEYPOINT_OKS_SIGMAS``); empty: the dataset's metadata, the official 294.
+        ``load_gt``: the split's ground truth (``split_ground_truth``: built once per process and
+        shared), or None for a split without annotations; by default made from ``load_dicts()``
+        (default ``DatasetCatalog.get(dataset_name)``). ``kpt_oks_sigmas``: the landmarks' OKS
+        sigmas, as ``COCOEvaluator`` takes them (``TEST.KEYPOINT_OKS_SIGMAS``); empty: the
+        dataset's metadata, the official 294.
         """
         self._dataset_name = dataset_name
         self._sigmas = _oks_sigmas(kpt_oks_sigmas, MetadataCatalog.get(dataset_name))
-        self._load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
+        load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
+        self._load_gt = load_gt or functools.partial(ground_truth_of, load_dicts)
         self._output_dir = output_dir
         self._tasks = tasks
         self._distributed = distributed
@@ -134,14 +138,12 @@ class DeepFashion2Evaluator(DatasetEvaluator):
         tasks = [t for t in (self._tasks or TASKS) if t in dets.tasks]
         if self._output_dir:
             self._write_results(dets, tasks)
-        dicts = self._load_dicts()
-        if not any("annotations" in d for d in dicts):
+        gt = self._load_gt()
+        if gt is None:
             logger.info(f"{self._dataset_name} has no annotations: result files written only.")
             return {}
         start = time.perf_counter()
-        results = evaluate(
-            GroundTruth.from_dicts(dicts), {t: dets for t in tasks}, sigmas=self._sigmas
-        )
+        results = evaluate(gt, {t: dets for t in tasks}, sigmas=self._sigmas)
         logger.info(
             f"Evaluated {len(dets)} detections on {self._dataset_name} ({', '.join(tasks)}) "
             f"in {time.perf_counter() - start:.1f} s.\n" + tables.markdown_tables(results, 1.0)

@@ -65,6 +65,48 @@ class GroundTruth:
         return np.where(ok, pos, -1)
 
     @classmethod
+    def from_store(cls, store) -> "GroundTruth":
+        """
+        From a loaded split's columnar store (``deepfashion2.data.SplitStore``) directly: no
+        dataset dicts, and no +0.5 put on the landmarks to be taken off again (the store holds
+        the files' values). The same as :meth:`from_dicts` of its dicts.
+        """
+        order = np.argsort(np.asarray(store.image_id), kind="stable")
+        ids = np.asarray(store.image_id, dtype=np.int64)[order]
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("ground truth: duplicate image ids")
+        item_ptr = np.asarray(store.item_ptr, dtype=np.int64)
+        counts = np.diff(item_ptr)[order]
+        rows = _ranges(item_ptr[:-1][order], counts)  # items, images in id order
+        lm_ptr = np.asarray(store.lm_ptr, dtype=np.int64)
+        lm_counts = np.diff(lm_ptr)[rows]
+        poly_ptr, coord_ptr = np.asarray(store.poly_ptr), np.asarray(store.coord_ptr)
+        coords = np.asarray(store.coords, dtype=np.float64)
+        polygons = [
+            [coords[coord_ptr[p] : coord_ptr[p + 1]].tolist() for p in range(a, b)]
+            for a, b in zip(poly_ptr[rows].tolist(), poly_ptr[rows + 1].tolist())
+        ]
+        xyxy = np.asarray(store.bbox, dtype=np.float64)[rows].reshape(-1, 4)
+        return cls(
+            image_ids=ids,
+            heights=np.asarray(store.height, dtype=np.int64)[order],
+            widths=np.asarray(store.width, dtype=np.int64)[order],
+            sources=np.asarray(store.source, dtype=np.int8)[order],
+            pair_ids=np.asarray(store.pair_id, dtype=np.int64)[order],
+            image=np.repeat(np.arange(len(ids), dtype=np.int64), counts),
+            category=np.asarray(store.category, dtype=np.int64)[rows] + 1,
+            boxes=xyxy_to_xywh(xyxy),
+            boxes_xyxy=xyxy,
+            style=np.asarray(store.style, dtype=np.int64)[rows],
+            attributes=np.asarray(store.attributes, dtype=np.int64)[rows].reshape(-1, 4),
+            lm_ptr=offsets(lm_counts),
+            landmarks=np.asarray(store.landmarks, dtype=np.float64)[
+                _ranges(lm_ptr[:-1][rows], lm_counts)
+            ].reshape(-1, 3),
+            polygons=polygons,
+        )
+
+    @classmethod
     def from_dicts(cls, dicts: list[dict]) -> "GroundTruth":
         """From Detectron2 dataset dicts, as :func:`deepfashion2.data.load_deepfashion2` gives."""
         dicts = sorted(dicts, key=lambda d: d["image_id"])
@@ -102,3 +144,35 @@ class GroundTruth:
             landmarks=np.concatenate(lms) if lms else np.zeros((0, 3)),
             polygons=polys,
         )
+
+
+def _ranges(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The concatenation of ``range(s, s + c)`` for each start and count, vectorised."""
+    counts = np.asarray(counts, dtype=np.int64)
+    if not counts.sum():
+        return np.zeros(0, np.int64)
+    shift = np.asarray(starts, dtype=np.int64) - offsets(counts)[:-1]
+    return np.repeat(shift, counts) + np.arange(counts.sum())
+
+
+def ground_truth_of(load_dicts) -> GroundTruth | None:
+    """The ground truth of the dicts ``load_dicts()`` gives, or None if they hold no annotations
+    (the test split): what the evaluators do without :func:`split_ground_truth`."""
+    dicts = load_dicts()
+    if not any("annotations" in d for d in dicts):
+        return None
+    return GroundTruth.from_dicts(dicts)
+
+
+def split_ground_truth(dataset_name: str, cfg=None) -> GroundTruth:
+    """
+    The ground truth of a registered DeepFashion2 split, built once per process from the store
+    its registration loaded (``deepfashion2.data.split_store``) and shared by every evaluator, the
+    ground-truth-box pass and the demo.
+    """
+    from ..data.builtin import split_loaded  # the data layer, only where a registration is named
+
+    loaded = split_loaded(dataset_name, cfg)
+    if "ground_truth" not in loaded.derived:
+        loaded.derived["ground_truth"] = GroundTruth.from_store(loaded.store)
+    return loaded.derived["ground_truth"]

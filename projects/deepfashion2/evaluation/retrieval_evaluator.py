@@ -19,7 +19,7 @@ from torch import nn
 from ..config import RETRIEVAL_DEFAULTS
 from . import tables
 from .evaluator import gather_on_main
-from .groundtruth import GroundTruth
+from .groundtruth import GroundTruth, ground_truth_of
 from .retrieval import ItemSet, RetrievalGroundTruth, rank, score_submission, topk_percent
 
 logger = logging.getLogger(__name__)
@@ -49,9 +49,13 @@ class RetrievalEvaluator(DatasetEvaluator):
         gt_boxes: bool = False,
         distributed: bool = True,
         load_dicts: Callable[[], list[dict]] | None = None,
+        load_gt: Callable[[], GroundTruth | None] | None = None,
     ):
+        """``load_gt`` / ``load_dicts``: the split's ground truth, as :class:`DeepFashion2Evaluator`
+        takes them."""
         self._name = dataset_name
-        self._load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
+        load_dicts = load_dicts or functools.partial(DatasetCatalog.get, dataset_name)
+        self._load_gt = load_gt or functools.partial(ground_truth_of, load_dicts)
         self._output_dir = output_dir
         self._max_per_image, self._min_score = max_per_image, min_score
         self._gallery_per_image = gallery_per_image
@@ -98,11 +102,10 @@ class RetrievalEvaluator(DatasetEvaluator):
         items = gather_on_main(self._items, self._distributed)
         if items is None:
             return {}
-        dicts = self._load_dicts()
-        if not any("annotations" in d for d in dicts):  # e.g. the test split: no sources
+        gt = self._load_gt()
+        if gt is None:  # e.g. the test split: no sources
             logger.info(f"{self._name} has no annotations: retrieval not evaluated.")
             return {}
-        gt = GroundTruth.from_dicts(dicts)
         shop = dict(zip(gt.image_ids.tolist(), (gt.sources == 1).tolist()))
         q_parts, g_parts = [], []
         for img, boxes, cls, scores, emb, style in items:
@@ -172,17 +175,20 @@ class GroundTruthBoxInference(nn.Module):
     retrieval variant that isolates the embedding from the detector. Adds ``gt_style``.
     """
 
-    def __init__(self, model: nn.Module, dataset_name: str, dicts: list[dict] | None = None):
+    def __init__(self, model: nn.Module, dataset_name: str, gt: GroundTruth | None = None):
+        """``gt``: the split's ground truth (default: from ``DatasetCatalog.get(dataset_name)``)."""
         super().__init__()
         self.model = model.module if hasattr(model, "module") else model
-        self._gt = {}
-        for d in DatasetCatalog.get(dataset_name) if dicts is None else dicts:
-            annos = d.get("annotations", ())
-            self._gt[d["image_id"]] = (
-                torch.tensor([a["bbox"] for a in annos], dtype=torch.float32).reshape(-1, 4),
-                torch.tensor([a["category_id"] for a in annos], dtype=torch.int64),
-                torch.tensor([a.get("style", 0) for a in annos], dtype=torch.int64),
-            )
+        if gt is None:
+            gt = GroundTruth.from_dicts(DatasetCatalog.get(dataset_name))
+        bounds = np.searchsorted(gt.image, np.arange(len(gt.image_ids) + 1))  # items by image
+        boxes = torch.as_tensor(gt.boxes_xyxy, dtype=torch.float32)
+        classes = torch.as_tensor(gt.category - 1, dtype=torch.int64)
+        style = torch.as_tensor(gt.style, dtype=torch.int64)
+        self._gt = {
+            image_id: (boxes[a:b], classes[a:b], style[a:b])
+            for image_id, a, b in zip(gt.image_ids.tolist(), bounds[:-1], bounds[1:])
+        }
 
     def forward(self, inputs: list[dict]) -> list[dict]:
         given = []

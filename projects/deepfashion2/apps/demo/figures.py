@@ -7,6 +7,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from ...evaluation.groundtruth import GroundTruth
 from ...evaluation.tables import columns
 from ...evaluation.tasks import AP_METRICS, TASKS
 from ...utils.visualizer import draw_prediction, stack_rows
@@ -43,12 +44,13 @@ def plot_subset_ap(results: dict, path: str, chance: dict | None = None) -> None
     plt.close(fig)
 
 
-def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int = 5) -> bool:
+def retrieval_strip_figure(
+    submission: list, gt, files: dict[int, str], path: str, top: int = 5
+) -> bool:
     """
     The query with the most informative ranking (a hit within ``top`` if there is one) and its
     top ``top`` shop results, hits framed green. Returns False when nothing could be drawn.
     """
-    from ...evaluation.groundtruth import GroundTruth
     from ...evaluation.retrieval import (
         RetrievalGroundTruth,
         Submission,
@@ -59,9 +61,8 @@ def retrieval_strip_figure(submission: list, gt_dicts: list, path: str, top: int
 
     if not submission:
         return False
-    rgt = RetrievalGroundTruth.from_groundtruth(GroundTruth.from_dicts(gt_dicts))
+    rgt = RetrievalGroundTruth.from_groundtruth(gt)
     sub = Submission.from_json(submission, "submission")
-    files = {d["image_id"]: d["file_name"] for d in gt_dicts}
     best, best_hits = None, -1
     # the entries that represent a query under the official protocol, and their results
     for q, s in enumerate(assign_representatives(sub, rgt).tolist()):
@@ -113,7 +114,9 @@ def draw_predictions(
     return paths
 
 
-def draw_all(cfg, results: dict, chance: dict, dicts: list, output_dir: str, num: int) -> dict:
+def draw_all(
+    cfg, results: dict, chance: dict, dicts: list, output_dir: str, num: int, gt=None
+) -> dict:
     """Every figure of the demo; returns their paths relative to ``output_dir``."""
     import json
 
@@ -128,7 +131,9 @@ def draw_all(cfg, results: dict, chance: dict, dicts: list, output_dir: str, num
     drawn = False
     if os.path.exists(submission):
         with open(submission) as f:
-            drawn = retrieval_strip_figure(json.load(f), dicts, strip)
+            files = {d["image_id"]: d["file_name"] for d in dicts}
+            gt = gt if gt is not None else GroundTruth.from_dicts(dicts)
+            drawn = retrieval_strip_figure(json.load(f), gt, files, strip)
     overview(drawings, strip if drawn else None, os.path.join(output_dir, "overview.png"))
     return {
         "subset_ap": "subset_ap.png",

@@ -23,7 +23,7 @@ from ... import add_deepfashion2_config
 from ...data import dataset_dicts, register_deepfashion2
 from ...data.synthetic import ensure_mini_split
 from ...errors import FileError
-from ...evaluation import GroundTruth
+from ...evaluation.groundtruth import split_ground_truth
 from ...model_zoo import get_config_file
 from . import figures, report
 from .chance import above_chance, chance_levels
@@ -132,7 +132,8 @@ def run_demo(
     print(f"Trained {cfg.SOLVER.MAX_ITER} iterations in {train_s / 60:.1f} min; evaluating ...")
     results = evaluate(cfg, model)
     val_dicts = dataset_dicts(val_name, cfg)
-    chance = chance_levels(GroundTruth.from_dicts(val_dicts))
+    gt = split_ground_truth(val_name, cfg)  # the evaluators' own, built once
+    chance = chance_levels(gt)
     above = above_chance(results, chance)
     metrics = {
         **results,
@@ -146,7 +147,9 @@ def run_demo(
         "datasets": {"train": train_name, "validation": val_name},
     }
     md = report.write_tables(results, output_dir)
-    metrics["figures"] = figures.draw_all(cfg, results, chance, val_dicts, output_dir, num_drawings)
+    metrics["figures"] = figures.draw_all(
+        cfg, results, chance, val_dicts, output_dir, num_drawings, gt
+    )
     metrics["total_seconds"] = time.perf_counter() - start
     report.write_metrics(metrics, output_dir)
     remove_periodic_checkpoints(output_dir)
