@@ -140,36 +140,44 @@ class DeepFashion2RCNNWithTTA(GeneralizedRCNNWithTTA):
     def _heads_on_boxes(self, inputs: list[dict], instances: list[Instances]):
         """
         Masks and embeddings (the heads' own inference, ``forward_with_given_boxes``) and the
-        landmark heatmaps (per category: (c, (n_c,) rows, (n_c, K_c, S, S))) on each input.
+        landmark heatmaps (per input, category -> ((n_c,) rows, (n_c, K_c, S, S))) on every
+        augmented input, in one batch (as Detectron2's ``GeneralizedRCNNWithTTA`` runs them).
         """
         model, roi = self.model, self.model.roi_heads
-        outputs, heatmaps = [], []
+        heatmaps: list[dict] = [{} for _ in inputs]
         with torch.no_grad():
-            for x, inst in zip(inputs, instances):
-                images = model.preprocess_image([x])
-                features = model.backbone(images.tensor)
-                with self._turn_off_roi_heads(["keypoint_on"]):
-                    (out,) = roi.forward_with_given_boxes(features, [inst])
-                outputs.append(out)
-                if self.cfg.MODEL.KEYPOINT_ON:
-                    feats = [features[f] for f in roi.keypoint_in_features]
-                    pooled = roi.keypoint_pooler(feats, [inst.pred_boxes])
-                    heatmaps.append(roi.keypoint_head.heatmaps(pooled, [inst]))
+            images = model.preprocess_image(inputs)
+            features = model.backbone(images.tensor)
+            with self._turn_off_roi_heads(["keypoint_on"]):
+                outputs = roi.forward_with_given_boxes(features, instances)
+            if self.cfg.MODEL.KEYPOINT_ON:
+                feats = [features[f] for f in roi.keypoint_in_features]
+                pooled = roi.keypoint_pooler(feats, [i.pred_boxes for i in instances])
+                starts = [0]
+                for inst in instances:
+                    starts.append(starts[-1] + len(inst))
+                for c, rows, lg in roi.keypoint_head.heatmaps(pooled, instances):
+                    which = torch.bucketize(rows, torch.tensor(starts[1:-1]), right=True)
+                    for k in which.unique().tolist():
+                        sel = which == k
+                        heatmaps[k][c] = (rows[sel] - starts[k], lg[sel])
         return outputs, heatmaps
 
     def _reduce_keypoints(self, heatmaps, tfms, reference: Instances, orig_shape) -> torch.Tensor:
         """
         (R, 294, 3) landmarks of the merged boxes in the original image: each category's
         heatmaps, unflipped where the input was flipped, averaged, then decoded once in the
-        frame of the first augmented input (``reference``) and scaled to the image.
+        frame of the first augmented input (``reference``) and scaled to the image. Categories
+        are matched by value in every input (each holds the merged boxes, in the same order).
         """
         boxes = reference.pred_boxes.tensor
         out = boxes.new_zeros((len(boxes), L.NUM_LANDMARKS, 3))
-        for parts in zip(*heatmaps):  # the same categories and rows in every input
-            c, rows = parts[0][0], parts[0][1]
-            maps = [
-                unflip_heatmaps(lg, c) if _flipped(t) else lg for (_, _, lg), t in zip(parts, tfms)
-            ]
+        for c, (rows, _) in heatmaps[0].items():
+            maps = []
+            for per_input, t in zip(heatmaps, tfms):
+                rows_k, lg = per_input[c]
+                assert torch.equal(rows_k, rows), "augmented inputs hold other boxes"
+                maps.append(unflip_heatmaps(lg, c) if _flipped(t) else lg)
             kp = heatmaps_to_keypoints(average_heatmaps(maps), boxes[rows])
             out[rows, L.CATEGORIES[c].landmark_slice] = kp[:, :, [0, 1, 3]]
         h, w = reference.image_size
