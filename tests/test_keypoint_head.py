@@ -141,3 +141,44 @@ def test_no_foreground_keeps_a_differentiable_zero():
     loss = head(torch.randn(0, 4, 7, 7), [_instances([])])["loss_keypoint"]
     loss.backward()
     assert loss.item() == 0 and head.score_lowres.weight.grad is not None
+
+
+def test_the_traceable_inference_gives_eager_landmarks_for_any_mix_of_categories():
+    """A trace of the head's inference made on one mix of categories answers another mix as the
+    eager head does (a trace of the eager path froze the per-category split sizes)."""
+    torch.manual_seed(0)
+    head = build_keypoint_head(_cfg(), ShapeSpec(channels=4, height=7, width=7)).eval()
+
+    class Traceable(torch.nn.Module):
+        def __init__(self, head):
+            super().__init__()
+            self.head = head
+
+        def forward(self, x, classes, boxes):
+            return self.head.traceable_inference(x, classes, boxes)
+
+    def rois(classes, seed):
+        g = torch.Generator().manual_seed(seed)
+        n = len(classes)
+        x = torch.randn(n, 4, 7, 7, generator=g)
+        xy = torch.rand(n, 2, generator=g) * 50
+        boxes = torch.cat([xy, xy + 20 + torch.rand(n, 2, generator=g) * 60], 1)
+        return x, torch.tensor(classes), boxes
+
+    def eager(x, classes, boxes):
+        inst = Instances((200, 200), pred_boxes=Boxes(boxes), pred_classes=classes)
+        with torch.no_grad():
+            return head(x, [inst])[0].pred_keypoints
+
+    first = rois([0, 0, 3, 12], 0)
+    with torch.no_grad():
+        traced = torch.jit.trace(Traceable(head), first)
+    for classes, seed in (([0, 0, 3, 12], 0), ([5, 1, 1, 1, 9, 4, 12], 1), ([7], 2)):
+        x, c, b = rois(classes, seed)
+        want = eager(x, c, b)
+        with torch.no_grad():
+            got = traced(x, c, b)
+        assert got.shape == want.shape == (len(classes), L.NUM_LANDMARKS, 3)
+        assert torch.allclose(got, want, atol=1e-4), (got - want).abs().max()
+        outside = ~(torch.as_tensor(L.LANDMARK_CATEGORY)[None, :] == c[:, None])
+        assert (got[outside] == 0).all()

@@ -21,6 +21,23 @@ from torch.nn import functional as F
 from .. import landmarks as L
 
 
+def _channel_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """(13, K_max) each: a category's channels of the 294, padded (gather: with its first
+    channel; scatter: with 294, a slot past the last). For :meth:`traceable_inference`."""
+    k_max = int(L.LANDMARK_COUNT.max())
+    gather = torch.zeros(L.NUM_CATEGORIES, k_max, dtype=torch.int64)
+    scatter = torch.full((L.NUM_CATEGORIES, k_max), L.NUM_LANDMARKS, dtype=torch.int64)
+    for c in L.CATEGORIES:
+        channels = torch.arange(c.landmark_slice.start, c.landmark_slice.stop)
+        gather[c.contiguous_id, :] = channels[0]
+        gather[c.contiguous_id, : len(channels)] = channels
+        scatter[c.contiguous_id, : len(channels)] = channels
+    return gather, scatter
+
+
+_CHANNELS_OF = _channel_tables()
+
+
 def category_keypoint_loss(
     logits: list[tuple[int, torch.Tensor, torch.Tensor]],
     gt_keypoints: torch.Tensor,
@@ -170,6 +187,11 @@ class CategoryKeypointHead(nn.Module):
         """
         field = "gt_classes" if self.training else "pred_classes"
         classes = cat([i.get(field) for i in instances]).long()
+        if not self.training and torch.jit.is_tracing() and len(instances) == 1:
+            # an exported model (one image per call, as Detectron2's TracingAdapter traces it)
+            boxes = instances[0].pred_boxes.tensor
+            instances[0].pred_keypoints = self.traceable_inference(x, classes, boxes)
+            return instances
         if self.training and not len(classes):  # keep every parameter in the graph (DDP needs it)
             w, b = self.score_lowres.weight, self.score_lowres.bias
             return {"loss_keypoint": (self.trunk(x).sum() + w.sum() + b.sum()) * 0}
@@ -191,6 +213,30 @@ class CategoryKeypointHead(nn.Module):
         order = torch.argsort(classes, stable=True)
         feats = self.trunk(x[order])
         return [(c, order[rows], y) for c, rows, y in self.predict(feats, classes[order])]
+
+    def traceable_inference(
+        self, x: torch.Tensor, classes: torch.Tensor, boxes: torch.Tensor
+    ) -> torch.Tensor:
+        """
+        Inference in a form that tracing (TorchScript, ONNX) keeps for any mix of categories:
+        (R, C, P, P) RoI features, (R,) 0-based classes and (R, 4) boxes -> (R, 294, 3)
+        landmarks (x, y, score), zeros outside each RoI's category, as :meth:`forward` gives them.
+        No Python-side split by category counts (which a trace freezes): every RoI goes through
+        the whole predictor, as the stock head does, its own category's channels are gathered by
+        a constant table, decoded, and scattered back. The per-category saving of compute stays
+        in training and eager inference.
+        """
+        y = self.score_lowres(self.trunk(x))
+        y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
+        gather, scatter = _CHANNELS_OF[0].to(x.device), _CHANNELS_OF[1].to(x.device)
+        idx = gather[classes]  # (R, K_max): the category's channels, padded with its first
+        size = y.shape[-1]
+        maps = torch.gather(y, 1, idx[:, :, None, None].expand(-1, -1, size, size))
+        kp = heatmaps_to_keypoints(maps, boxes)[:, :, [0, 1, 3]]  # (R, K_max, 3)
+        # padded entries land in a 295th slot that is cut off
+        out = kp.new_zeros((kp.shape[0], L.NUM_LANDMARKS + 1, 3))
+        out = out.scatter(1, scatter[classes][:, :, None].expand(-1, -1, 3), kp)
+        return out[:, : L.NUM_LANDMARKS]
 
     def heatmaps(
         self, x: torch.Tensor, instances: list[Instances]

@@ -130,11 +130,7 @@ def read_manifest(folder: str, kind: str) -> dict:
 
 def read_file(folder: str, manifest: dict, name: str) -> bytes:
     """A file of the folder, if it is what the manifest says (a plain file, size, CRC-32)."""
-    path = os.path.join(folder, name)
-    entry = manifest["files"].get(name)
-    if entry is None:
-        raise CheckedFolderError(path, "not in the folder's manifest")
-    _check_size(path, entry)
+    path, entry = _listed(folder, manifest, name)
     with open(path, "rb") as f:
         data = f.read(entry["size"] + 1)
     if len(data) != entry["size"] or zlib.crc32(data) != entry["crc32"]:
@@ -144,14 +140,23 @@ def read_file(folder: str, manifest: dict, name: str) -> bytes:
 
 def verify_file(folder: str, manifest: dict, name: str) -> str:
     """Check a (large) file against the manifest without holding it in memory; its path."""
+    path, entry = _listed(folder, manifest, name)
+    if file_crc32(path) != entry["crc32"]:
+        raise CheckedFolderError(path, "damaged (CRC-32 differs from the manifest)")
+    return path
+
+
+def _listed(folder: str, manifest: dict, name: str) -> tuple[str, dict]:
+    """(path, manifest entry) of a listed file that is a plain file of the listed size."""
     path = os.path.join(folder, name)
     entry = manifest["files"].get(name)
     if entry is None:
         raise CheckedFolderError(path, "not in the folder's manifest")
-    _check_size(path, entry)
-    if file_crc32(path) != entry["crc32"]:
-        raise CheckedFolderError(path, "damaged (CRC-32 differs from the manifest)")
-    return path
+    if os.path.islink(path) or not os.path.isfile(path):
+        raise CheckedFolderError(path, "missing, or not a plain file (links are refused)")
+    if os.path.getsize(path) != entry["size"]:
+        raise CheckedFolderError(path, "damaged (size differs from the manifest)")
+    return path, entry
 
 
 def file_crc32(path: str) -> int:
@@ -171,13 +176,6 @@ def load_npy_file(path: str) -> np.ndarray:
     if dtype.hasobject or math.prod(shape) * dtype.itemsize != os.path.getsize(path) - f.tell():
         raise CheckedFolderError(path, f"its header (shape {shape}) does not fit its size")
     return np.load(path, mmap_mode="r", allow_pickle=False)
-
-
-def _check_size(path: str, entry: dict) -> None:
-    if os.path.islink(path) or not os.path.isfile(path):
-        raise CheckedFolderError(path, "missing, or not a plain file (links are refused)")
-    if os.path.getsize(path) != entry["size"]:
-        raise CheckedFolderError(path, "damaged (size differs from the manifest)")
 
 
 def load_npy(data: bytes, where: str) -> np.ndarray:
