@@ -23,7 +23,7 @@ $(STAMP):
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	$(PY) tools/install_detectron2.py
 	@# the editable install, unless VENV already has one (another checkout's is left as it is)
-	env -u PYTHONPATH $(PY) -c "import deepfashion2" 2>/dev/null \
+	env -u PYTHONPATH $(PY) -c "import deepfashion2, deepfashion2_runtime" 2>/dev/null \
 		|| $(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@env -u PYTHONPATH $(PY) -c "import deepfashion2, os; p = os.path.realpath(deepfashion2.__file__); \
 	here = os.path.realpath('projects'); p.startswith(here) or print('== note: $(VENV) runs' \

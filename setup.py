@@ -15,8 +15,12 @@ setup(
     name="deepfashion2",
     version="0.1.0",
     description="DeepFashion2 for Detectron2: datasets, landmark head, benchmarks, retrieval",
-    package_dir={"deepfashion2": "projects/deepfashion2"},
-    packages=["deepfashion2"]
+    # deepfashion2_runtime: an exported model without Detectron2 (numpy, onnxruntime, Pillow)
+    package_dir={
+        "deepfashion2": "projects/deepfashion2",
+        "deepfashion2_runtime": "projects/deepfashion2_runtime",
+    },
+    packages=["deepfashion2", "deepfashion2_runtime"]
     + ["deepfashion2." + p for p in find_packages("projects/deepfashion2")],
     package_data={
         "deepfashion2.model_zoo": ["configs/*.yaml"],

@@ -51,7 +51,7 @@ def test_export_serve_and_load_by_name(served, tmp_path, monkeypatch):
     trained = _model()
     ckpt = tmp_path / "model_final.pth"
     torch.save({"model": trained.state_dict(), "iteration": 9, "optimizer": {"x": 1}}, ckpt)
-    row = _tool("export_model").main(
+    row = _tool("release_model").main(
         ["--config-file", model_zoo.get_config_file("Mini-CPU"), "--weights", str(ckpt),
          "--name", "Mini-CPU", "--output", str(served)]
     )  # fmt: skip

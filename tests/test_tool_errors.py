@@ -61,7 +61,7 @@ def _cases(w) -> list[tuple[str, list[str], str, str | None]]:
                                        f"{bad}/annos", "--image-dir", f"{bad}/image",
                                        "--output", str(w / "vis")],
          "(--lenient skips such items, counted (LENIENT=1 for make demo))", str(w / "vis")),
-        ("export: missing weights", [py, "tools/export_model.py", "--config-file", CPU,
+        ("export: missing weights", [py, "tools/release_model.py", "--config-file", CPU,
                                      "--weights", "no.pth", "--name", "x", "--output",
                                      str(w / "rel")],
          "no.pth: no such checkpoint", str(w / "rel")),

@@ -77,7 +77,7 @@ def base_url() -> str:
     if not url:
         raise ModelZooError(
             f"no model-zoo location: set ${ENV_BASE_URL} to the URL (or file:// folder) that "
-            "serves the checkpoints (tools/export_model.py writes them)"
+            "serves the checkpoints (tools/release_model.py writes them)"
         )
     return url if url.endswith("/") else url + "/"
 
@@ -101,7 +101,7 @@ def parse_path(path: str) -> tuple[str, str | None]:
         raise ValueError(
             f"{path}: refused: Detectron2 reads {os.path.splitext(name)[1]} files with pickle, "
             "which runs whatever code the file holds. Use weights exported as .pth "
-            "(tools/export_model.py), loaded without running code."
+            "(tools/release_model.py), loaded without running code."
         )
     given = None
     if query:

@@ -11,7 +11,7 @@ from detectron2.modeling import build_model
 
 from ..config import add_deepfashion2_config
 
-# name -> published checkpoint: file under the base URL and its sha256 (tools/export_model.py
+# name -> published checkpoint: file under the base URL and its sha256 (tools/release_model.py
 # prints both). The sha256 is what makes a download trusted: only the file exported from the
 # published run loads under its name (MODEL_ZOO.md: where it was trained, and its spread).
 CHECKPOINTS: dict[str, dict[str, str]] = {

@@ -226,17 +226,26 @@ class CategoryKeypointHead(nn.Module):
         a constant table, decoded, and scattered back. The per-category saving of compute stays
         in training and eager inference.
         """
-        y = self.score_lowres(self.trunk(x))
-        y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
-        gather, scatter = _CHANNELS_OF[0].to(x.device), _CHANNELS_OF[1].to(x.device)
-        idx = gather[classes]  # (R, K_max): the category's channels, padded with its first
-        size = y.shape[-1]
-        maps = torch.gather(y, 1, idx[:, :, None, None].expand(-1, -1, size, size))
+        maps = self.traceable_heatmaps(x, classes)
         kp = heatmaps_to_keypoints(maps, boxes)[:, :, [0, 1, 3]]  # (R, K_max, 3)
+        scatter = _CHANNELS_OF[1].to(x.device)
         # padded entries land in a 295th slot that is cut off
         out = kp.new_zeros((kp.shape[0], L.NUM_LANDMARKS + 1, 3))
         out = out.scatter(1, scatter[classes][:, :, None].expand(-1, -1, 3), kp)
         return out[:, : L.NUM_LANDMARKS]
+
+    def traceable_heatmaps(self, x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """
+        (R, C, P, P) RoI features and (R,) 0-based classes -> (R, K_max, 4P, 4P) logits of each
+        RoI's own category's landmarks in the dataset's order (K_max = 39, the most any category
+        has; a category with fewer repeats its first landmark's map after its own): what an
+        exported model outputs, decoded outside it (``deepfashion2_runtime``).
+        """
+        y = self.score_lowres(self.trunk(x))
+        y = interpolate(y, scale_factor=self.up_scale, mode="bilinear", align_corners=False)
+        idx = _CHANNELS_OF[0].to(x.device)[classes]  # the category's channels, padded
+        size = y.shape[-1]
+        return torch.gather(y, 1, idx[:, :, None, None].expand(-1, -1, size, size))
 
     def heatmaps(
         self, x: torch.Tensor, instances: list[Instances]

@@ -1,8 +1,9 @@
 #!/usr/bin/env python
 """
-Export a trained checkpoint for sharing, model-zoo style:
+Package a trained checkpoint for sharing, model-zoo style (weights for Detectron2 and this
+project; ``tools/deploy/export_model.py`` exports a model to run without them):
 
-    python tools/export_model.py --config-file configs/Mini-CPU.yaml \
+    python tools/release_model.py --config-file configs/Mini-CPU.yaml \
         --weights output/demo/model_final.pth --name Mini-CPU --output release/ \
         [--metrics output/demo/metrics.json]
 

@@ -1,0 +1,158 @@
+"""
+The model outside the lab: a trained DeepFashion2 R-CNN as one traced graph, saved as TorchScript
+(``.ts``) or ONNX (``.onnx``), that ``deepfashion2_runtime`` runs with torch alone or with ONNX
+Runtime and numpy: no Detectron2, no project code.
+
+The graph takes one image, already resized to the config's test size in the config's pixel format,
+as (3, H, W) float32, and returns each detection's raw outputs in that frame::
+
+    boxes (R, 4) XYXY, scores (R,), classes (R,) 0-based,
+    masks (R, M, M) probabilities (MASK_ON), landmark heatmaps (R, 39, S, S) logits of the
+    detection's own category (KEYPOINT_ON: CategoryKeypointHead.traceable_heatmaps),
+    embeddings (R, E) (MATCH_ON)
+
+What Detectron2 does after the graph (boxes to the image size, masks pasted, heatmaps decoded into
+landmarks, the 294 slots) is done by the runtime, in numpy, as Detectron2 does it. Tracing needs
+no Python-side decision that depends on an image's content: the landmark head's per-category
+split is replaced by a gather (its traceable path); everything else in Detectron2's R-CNN traces.
+The file carries what the runtime needs to know (``metadata``): test sizes, pixel format, outputs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import warnings
+
+import torch
+from torch import nn
+
+from . import landmarks as L
+
+FORMAT = 1
+
+
+class ExportAdapter(nn.Module):
+    """The R-CNN's inference on one resized image, as plain tensors (see the module)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model.eval()
+        roi = model.roi_heads
+        self.outputs = ["boxes", "scores", "classes"]
+        self.outputs += ["masks"] if getattr(roi, "mask_on", False) else []
+        self.outputs += ["heatmaps"] if getattr(roi, "keypoint_on", False) else []
+        self.outputs += ["embeddings"] if getattr(roi, "match_on", False) else []
+        self.eval()  # the exporters restore the mode they found: inference, model included
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        m, roi = self.model, self.model.roi_heads
+        images = m.preprocess_image([{"image": image}])
+        features = m.backbone(images.tensor)
+        proposals, _ = m.proposal_generator(images, features, None)
+        with _off(roi, "keypoint_on"):  # its heatmaps below, decoded by the runtime
+            results, _ = roi(images, features, proposals, None)
+        inst = results[0]
+        out = [inst.pred_boxes.tensor, inst.scores, inst.pred_classes]
+        if "masks" in self.outputs:
+            out.append(inst.pred_masks[:, 0])
+        if "heatmaps" in self.outputs:
+            feats = [features[f] for f in roi.keypoint_in_features]
+            pooled = roi.keypoint_pooler(feats, [inst.pred_boxes])
+            out.append(roi.keypoint_head.traceable_heatmaps(pooled, inst.pred_classes))
+        if "embeddings" in self.outputs:
+            out.append(inst.pred_embeddings)
+        return tuple(out)
+
+
+@contextlib.contextmanager
+def _off(module, attr: str):
+    old = getattr(module, attr, None)
+    if old is None:
+        yield
+        return
+    setattr(module, attr, False)
+    try:
+        yield
+    finally:
+        setattr(module, attr, old)
+
+
+@contextlib.contextmanager
+def _quiet_tracer():
+    """The tracer's warnings about Python values it records as constants: each was checked (the
+    tests run the export on other images), and they would bury the tool's own output."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\..*")
+        yield
+
+
+def metadata(cfg, adapter: ExportAdapter, weights_sha256: str = "") -> dict:
+    """What the runtime needs besides the graph: test sizes, pixel format, the outputs' names."""
+    return {
+        "format": FORMAT,
+        "outputs": adapter.outputs,
+        "input_format": cfg.INPUT.FORMAT,
+        "min_size_test": int(cfg.INPUT.MIN_SIZE_TEST),
+        "max_size_test": int(cfg.INPUT.MAX_SIZE_TEST),
+        "mask_threshold": 0.5,
+        "num_landmarks": L.NUM_LANDMARKS,
+        "landmark_channels": [[c.start, c.num_landmarks] for c in L.CATEGORIES],
+        "weights_sha256": weights_sha256,
+    }
+
+
+def example_image(cfg) -> torch.Tensor:
+    """An input of the config's test size to trace with (its content does not matter)."""
+    g = torch.Generator().manual_seed(0)
+    h = int(cfg.INPUT.MIN_SIZE_TEST)
+    return torch.randint(0, 256, (3, h, h * 4 // 3), generator=g).float()
+
+
+def export_torchscript(model: nn.Module, cfg, path: str, meta: dict) -> str:
+    """The traced graph as TorchScript, ``metadata`` in the file (``extra_files``)."""
+    adapter = ExportAdapter(model)
+    with torch.no_grad(), _quiet_tracer():
+        traced = torch.jit.trace(adapter, (example_image(cfg),), check_trace=False)
+    torch.jit.save(traced, path, _extra_files={"deepfashion2.json": json.dumps(meta)})
+    return path
+
+
+def export_onnx(model: nn.Module, cfg, path: str, meta: dict, opset: int = 17) -> str:
+    """The traced graph as ONNX (``metadata`` in the model's metadata_props)."""
+    import onnx
+
+    adapter = ExportAdapter(model)
+    names = adapter.outputs
+    with torch.no_grad(), _quiet_tracer():
+        torch.onnx.export(
+            adapter,
+            (example_image(cfg),),
+            path,
+            opset_version=opset,
+            input_names=["image"],
+            output_names=names,
+            dynamic_axes={
+                "image": {1: "height", 2: "width"},
+                **{n: {0: "detections"} for n in names},
+            },
+            dynamo=False,
+        )
+    proto = onnx.load(path)
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = "deepfashion2.json", json.dumps(meta)
+    onnx.save(proto, path)
+    return path
+
+
+def export(model: nn.Module, cfg, path: str, weights_sha256: str = "") -> str:
+    """``path`` ending in ``.ts`` (TorchScript) or ``.onnx``: the model exported there."""
+    meta = metadata(cfg, ExportAdapter(model), weights_sha256)
+    ext = os.path.splitext(path)[1]
+    if ext == ".ts":
+        return export_torchscript(model, cfg, path, meta)
+    if ext == ".onnx":
+        return export_onnx(model, cfg, path, meta)
+    raise ValueError(f"{path}: an exported model is a .ts (TorchScript) or .onnx file")

@@ -1,0 +1,117 @@
+"""
+The model outside the lab (deepfashion2.export, deepfashion2_runtime): the instant-test model
+exported to TorchScript and ONNX gives, through the runtime's numpy post-processing, what the
+eager Detectron2 model gives on synthetic and real photos, and the ONNX runtime runs in a process
+where torch and Detectron2 cannot be imported.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, require_samples
+from PIL import Image
+
+INSTANT = os.path.join(
+    ROOT, "configs", "quick_schedules", "EfficientNet-Lite0-CPU_instant_test.yaml"
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from detectron2.modeling import build_model
+
+    from deepfashion2.config import load_config
+    from deepfashion2.export import export
+
+    torch.manual_seed(0)
+    # every detection kept (a random-weight model scores low), so that each output is exercised
+    cfg = load_config(INSTANT, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])
+    model = build_model(cfg).eval()
+    out = tmp_path_factory.mktemp("export")
+    files = {ext: export(model, cfg, str(out / f"model{ext}")) for ext in (".ts", ".onnx")}
+    return cfg, model, files
+
+
+def _photos(synthetic_split) -> list[str]:
+    photos = sorted(glob.glob(os.path.join(synthetic_split, "image", "*.jpg")))[:3]
+    return photos + sorted(glob.glob(os.path.join(require_samples(), "image", "[0-9]*.jpg")))[:2]
+
+
+def _eager(model, chw: np.ndarray, h: int, w: int) -> dict:
+    with torch.no_grad():
+        inst = model([{"image": torch.from_numpy(chw), "height": h, "width": w}])[0]["instances"]
+    return {
+        "boxes": inst.pred_boxes.tensor.numpy(),
+        "scores": inst.scores.numpy(),
+        "categories": inst.pred_classes.numpy() + 1,
+        "masks": inst.pred_masks.numpy(),
+        "landmarks": inst.pred_keypoints.numpy(),
+        "embeddings": inst.pred_embeddings.numpy(),
+    }
+
+
+@pytest.mark.parametrize("ext", [".ts", ".onnx"])
+def test_the_exported_model_answers_as_the_eager_one(exported, synthetic_split, ext):
+    from deepfashion2_runtime import ExportedModel
+
+    cfg, model, files = exported
+    runtime = ExportedModel(files[ext])
+    for photo in _photos(synthetic_split):
+        rgb = np.asarray(Image.open(photo).convert("RGB"))
+        chw = runtime.preprocess(rgb)
+        want, got = _eager(model, chw, *rgb.shape[:2]), runtime(rgb)
+        assert len(got["boxes"]) == len(want["boxes"]) > 0, photo
+        assert (got["categories"] == want["categories"]).all()
+        assert np.abs(got["boxes"] - want["boxes"]).max() <= 0.5
+        assert np.abs(got["scores"] - want["scores"]).max() <= 1e-3
+        inter = (got["masks"] & want["masks"]).sum((1, 2))
+        union = (got["masks"] | want["masks"]).sum((1, 2))
+        assert (inter[union > 0] / union[union > 0]).min() >= 0.99, photo
+        confident = want["landmarks"][:, :, 2] > 0.05
+        diff = np.abs(got["landmarks"][..., :2] - want["landmarks"][..., :2]).max(-1)
+        assert (diff[confident] <= 1.0).all(), (photo, diff[confident].max())
+        assert ((want["landmarks"] == 0) == (got["landmarks"] == 0)).all()  # same slots empty
+        cos = (got["embeddings"] * want["embeddings"]).sum(1)
+        assert cos.min() >= 0.999
+
+
+def test_the_runtime_resizes_as_the_test_mapper_does(exported, synthetic_split):
+    from deepfashion2_runtime import ExportedModel
+
+    from deepfashion2.data import DeepFashion2Mapper
+
+    cfg, _, files = exported
+    runtime = ExportedModel(files[".onnx"])
+    for photo in _photos(synthetic_split):
+        mapped = DeepFashion2Mapper(cfg, is_train=False)({"file_name": photo, "image_id": 0})
+        rgb = np.asarray(Image.open(photo).convert("RGB"))
+        assert np.array_equal(runtime.preprocess(rgb), mapped["image"].numpy().astype(np.float32))
+
+
+BLOCKED = """
+import sys
+for name in ("torch", "detectron2", "deepfashion2"):
+    sys.modules[name] = None  # importing them now fails
+import numpy as np
+from PIL import Image
+from deepfashion2_runtime import ExportedModel
+model = ExportedModel(sys.argv[1])
+found = model(np.asarray(Image.open(sys.argv[2]).convert("RGB")))
+print(len(found["boxes"]), found["landmarks"].shape[1], found["masks"].dtype)
+"""
+
+
+def test_the_onnx_runtime_needs_neither_torch_nor_detectron2(exported, synthetic_split):
+    _, _, files = exported
+    photo = _photos(synthetic_split)[0]
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "projects")}
+    run = subprocess.run([sys.executable, "-c", BLOCKED, files[".onnx"], photo], env=env,
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    count, slots, dtype = run.stdout.split()
+    assert int(count) > 0 and slots == "294" and dtype == "bool"

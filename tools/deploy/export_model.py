@@ -1,0 +1,81 @@
+#!/usr/bin/env python
+"""
+Export a trained DeepFashion2 model to run without Detectron2 or this project (Detectron2's
+``tools/deploy/export_model.py``, for this model): one traced graph of the whole model (boxes,
+masks, the landmark heatmaps of each garment's own category, the retrieval embedding) as
+TorchScript or ONNX, run by ``deepfashion2_runtime`` (torch alone, or ONNX Runtime and numpy),
+which does Detectron2's pre- and post-processing:
+
+    .venv/bin/python tools/deploy/export_model.py --format onnx \\
+        --config-file configs/EfficientNet-Lite0-CPU.yaml --output exported/ \\
+        MODEL.WEIGHTS output/demo/model_final.pth
+
+writes ``exported/model.onnx`` (``--format torchscript``: ``model.ts``), checks it against the
+eager model on an image (``--check-image``, default: a synthetic one) and prints the differences.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import _tool  # noqa: F401, E402  (first: hides torch's warnings about its own internals)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from deepfashion2.config import load_config  # noqa: E402
+from deepfashion2.utils.cli import fail, tool_main  # noqa: E402
+
+FORMATS = {"torchscript": ".ts", "onnx": ".onnx"}
+
+
+@tool_main
+def main(argv=None) -> str:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--format", choices=sorted(FORMATS), default="onnx")
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--output", required=True, help="folder for model.onnx / model.ts")
+    p.add_argument("--check-image", help="an image to compare the export with the eager model on")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    args = p.parse_args(argv)
+    from deepfashion2_runtime import ExportedModel
+    from detectron2.modeling import build_model
+    from PIL import Image
+
+    from deepfashion2.apps.catalogue.embed import model_identity
+    from deepfashion2.engine import DeepFashion2Checkpointer
+    from deepfashion2.export import export
+
+    cfg = load_config(args.config_file, args.opts)
+    cfg.MODEL.DEVICE = "cpu"
+    model = build_model(cfg).eval()
+    DeepFashion2Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+    os.makedirs(args.output, exist_ok=True)
+    path = os.path.join(args.output, "model" + FORMATS[args.format])
+    sha = model_identity(cfg)["weights_sha256"]
+    export(model, cfg, path, weights_sha256=sha)
+    exported = ExportedModel(path)
+    if args.check_image:
+        rgb = np.asarray(Image.open(args.check_image).convert("RGB"))
+    else:
+        rgb = np.random.default_rng(0).integers(0, 256, (160, 120, 3), dtype=np.uint8)
+    chw = exported.preprocess(rgb)
+    with torch.no_grad():
+        eager = model([{"image": torch.from_numpy(chw), "height": rgb.shape[0],
+                        "width": rgb.shape[1]}])[0]["instances"]  # fmt: skip
+    got = exported(rgb)
+    same = len(got["boxes"]) == len(eager)
+    box = (
+        np.abs(got["boxes"] - eager.pred_boxes.tensor.numpy()).max() if same and len(eager) else 0.0
+    )
+    if not same:
+        fail(f"{path}: {len(got['boxes'])} detections where the eager model has {len(eager)}")
+    print(f"{path}: {os.path.getsize(path) / 2**20:.1f} MB; on the check image {len(got['boxes'])} "
+          f"detections (eager {len(eager)}), boxes within {box:.2g} px")  # fmt: skip
+    return path
+
+
+if __name__ == "__main__":
+    main()
