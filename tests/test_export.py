@@ -16,6 +16,8 @@ import torch
 from conftest import ROOT, require_samples
 from PIL import Image
 
+from deepfashion2 import landmarks as L
+
 INSTANT = os.path.join(
     ROOT, "configs", "quick_schedules", "EfficientNet-Lite0-CPU_instant_test.yaml"
 )
@@ -115,3 +117,37 @@ def test_the_onnx_runtime_needs_neither_torch_nor_detectron2(exported, synthetic
     assert run.returncode == 0, run.stderr[-2000:]
     count, slots, dtype = run.stdout.split()
     assert int(count) > 0 and slots == "294" and dtype == "bool"
+
+
+def test_predict_with_an_exported_model_writes_what_the_eager_one_does(
+    exported, synthetic_split, tmp_path, capsys
+):
+    """tools/predict.py --model (the exported file) and --config-file + weights: the same
+    predictions in --json (boxes, categories, landmarks of the category, RLE masks)."""
+    import json
+
+    from conftest import script_module
+
+    cfg, model, files = exported
+    weights = tmp_path / "w.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    photos = _photos(synthetic_split)[:2]
+    tool = script_module("tools/predict.py")
+    common = ["--input", *photos, "--confidence-threshold", "0.0"]
+    tool.main([*common, "--model", files[".onnx"], "--output", str(tmp_path / "a"),
+               "--json", str(tmp_path / "a.json")])  # fmt: skip
+    tool.main([*common, "--config-file", INSTANT, "--output", str(tmp_path / "b"), "--json",
+               str(tmp_path / "b.json"), "--opts", "MODEL.WEIGHTS", str(weights),
+               "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0"])  # fmt: skip
+    assert "predictions: " in capsys.readouterr().out
+    a, b = json.load(open(tmp_path / "a.json")), json.load(open(tmp_path / "b.json"))
+    assert [e["image"] for e in a] == photos == [e["image"] for e in b]
+    for ea, eb in zip(a, b):
+        assert len(ea["instances"]) == len(eb["instances"]) > 0
+        for x, y in zip(ea["instances"], eb["instances"]):
+            assert x["category"] == y["category"] and set(x) == set(y)
+            assert np.abs(np.array(x["box"]) - y["box"]).max() <= 0.5
+            k = len(x["landmarks"])
+            assert k == L.CATEGORY_BY_ID[x["category"]].num_landmarks
+            assert x["mask"]["size"] == y["mask"]["size"]
+    assert len(os.listdir(tmp_path / "a")) == 2
