@@ -151,3 +151,51 @@ def test_predict_with_an_exported_model_writes_what_the_eager_one_does(
             assert k == L.CATEGORY_BY_ID[x["category"]].num_landmarks
             assert x["mask"]["size"] == y["mask"]["size"]
     assert len(os.listdir(tmp_path / "a")) == 2
+
+
+def test_a_catalogue_indexed_and_searched_with_the_exported_model(
+    exported, synthetic_split, tmp_path, capsys
+):
+    """index_images / search_photos with the ONNX file give the eager model's catalogue and
+    answers; a catalogue of one form of the model is refused to the other, in one line."""
+    import json
+    import shutil
+
+    from conftest import one_line_error, script_module
+
+    from deepfashion2.apps.catalogue import index_images, search_photos
+
+    cfg, model, files = exported
+    weights = tmp_path / "w.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    cfg = cfg.clone()
+    cfg.MODEL.WEIGHTS = str(weights)
+    shop, users = tmp_path / "shop", []
+    shop.mkdir()
+    for anno in sorted(glob.glob(os.path.join(synthetic_split, "annos", "*.json")))[:12]:
+        image = anno.replace("annos", "image").replace(".json", ".jpg")
+        if json.load(open(anno))["source"] == "shop":
+            shutil.copy(image, shop)
+        else:
+            users.append(image)
+    eager = index_images(cfg, str(shop), str(tmp_path / "eager"), progress=False)
+    onnx = index_images(None, str(shop), str(tmp_path / "onnx"), progress=False,
+                        model=files[".onnx"])  # fmt: skip
+    a, b = eager.entries(), onnx.entries()
+    assert a.images == b.images and (a.categories == b.categories).all() and len(a) > 0
+    assert np.abs(a.boxes - b.boxes).max() <= 0.5
+    assert (a.embeddings * b.embeddings).sum(1).min() >= 0.999
+    policy = {"min_score": 0.0, "max_garments": 3, "top_k": 5}
+    want = search_photos(str(tmp_path / "eager"), users[:2], **policy)["results"]
+    got = search_photos(str(tmp_path / "onnx"), users[:2], model=files[".onnx"], **policy)
+    for w, g in zip(want, got["results"]):
+        assert [[m["item"] for m in x["matches"]] for x in w["garments"]] == [
+            [m["item"] for m in x["matches"]] for x in g["garments"]
+        ]
+    tool = script_module("tools/search.py")
+    line = one_line_error(capsys, tool.main, ["--catalogue", str(tmp_path / "onnx"), "--input",
+                                              users[0]])  # fmt: skip
+    assert "indexed with an exported model" in line and "--model FILE" in line
+    line = one_line_error(capsys, tool.main, ["--catalogue", str(tmp_path / "eager"), "--input",
+                                              users[0], "--model", files[".onnx"]])  # fmt: skip
+    assert "was built with weights" in line

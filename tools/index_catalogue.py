@@ -33,7 +33,10 @@ from deepfashion2.utils.cli import fail, tool_main
 @tool_main
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--config-file", required=True)
+    p.add_argument("--config-file", help="the model's config (MODEL.WEIGHTS among the overrides)")
+    p.add_argument(
+        "--model", help="or an exported model: .onnx / .ts (tools/deploy/export_model.py)"
+    )
     p.add_argument("--images", required=True, help="folder of shop images (searched recursively)")
     p.add_argument("--output", default="catalogue", help="the catalogue folder")
     p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes)")
@@ -42,24 +45,27 @@ def main(argv=None):
     p.add_argument(
         "--lenient",
         action="store_true",
-        help="skip damaged shards (their images are indexed " "again) instead of stopping",
+        help="skip damaged shards (their images are indexed again) instead of stopping",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
+    if bool(args.config_file) == bool(args.model):
+        p.error("give --config-file (and MODEL.WEIGHTS), or --model, not both")
     if not os.path.isdir(args.images):
         fail(f"{args.images}: not a folder", "--images takes the folder of shop images")
     setup_logger(name="deepfashion2")
-    cfg = load_config(args.config_file, args.opts)
+    cfg = load_config(args.config_file, args.opts) if args.config_file else None
     # other weights or folder, damage, a full disk: one line (utils.cli)
     cat = index_images(
         cfg,
         args.images,
         args.output,
-        config_name=os.path.basename(args.config_file),
+        config_name=os.path.basename(args.config_file or args.model),
         batch_size=args.batch_size,
         num_procs=args.num_gpus,
         retry_skipped=args.retry_skipped,
         lenient=args.lenient,
+        model=args.model,
     )
     skipped = len(cat.skipped_images())
     print(

@@ -73,11 +73,12 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--images", help="the shop images, for the pictures (default: the folder indexed)"
     )
+    p.add_argument("--model", help="the exported model (.onnx / .ts) a catalogue was indexed with")
     p.add_argument("--json", action="store_true", help="print the full JSON, not the summary")
     p.add_argument(
         "--all-categories",
         action="store_true",
-        help="rank the whole catalogue, not only items " "of the garment's predicted category",
+        help="rank the whole catalogue, not only items of the garment's predicted category",
     )
     p.add_argument("--min-score", type=float, default=None, help="default 0.5")
     p.add_argument("--max-garments", type=int, default=None, help="default 5")
@@ -112,6 +113,7 @@ def main(argv=None) -> dict:
             opts=args.opts,
             same_category=False if args.all_categories else None,
             image_root=args.images,
+            model=args.model,
             **policy,
         )
     except ValueError as e:  # a policy out of range (min-score, max-garments)

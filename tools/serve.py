@@ -38,11 +38,20 @@ def main(argv=None) -> None:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--workers", type=int, default=1, help="server processes")
     p.add_argument("--images", help="the shop images (default: the folder indexed)")
+    p.add_argument(
+        "--model", help="the exported model (.onnx / .ts) the catalogue was indexed with"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     import uvicorn
 
-    from deepfashion2.apps.serve.app import ENV_CATALOGUE, ENV_IMAGES, ENV_OPTS, create_app
+    from deepfashion2.apps.serve.app import (
+        ENV_CATALOGUE,
+        ENV_IMAGES,
+        ENV_MODEL,
+        ENV_OPTS,
+        create_app,
+    )
     from deepfashion2.apps.serve.guard import HeaderTimeoutProtocol
 
     opts = list(args.opts)
@@ -51,6 +60,7 @@ def main(argv=None) -> None:
     if args.workers > 1:  # each worker process builds the app from the environment
         os.environ[ENV_CATALOGUE], os.environ[ENV_OPTS] = args.catalogue, json.dumps(opts)
         os.environ[ENV_IMAGES] = args.images or ""
+        os.environ[ENV_MODEL] = args.model or ""
         uvicorn.run(
             "deepfashion2.apps.serve.app:app_from_environment",
             factory=True,
@@ -60,7 +70,9 @@ def main(argv=None) -> None:
             http=HeaderTimeoutProtocol,
         )
         return
-    app = create_app(args.catalogue, opts, image_root=args.images)  # errors: one line
+    app = create_app(
+        args.catalogue, opts, image_root=args.images, model=args.model
+    )  # errors: one line
     print(f"Serving {args.catalogue} on http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, http=HeaderTimeoutProtocol)
 

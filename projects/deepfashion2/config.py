@@ -92,6 +92,21 @@ def add_deepfashion2_config(cfg: CN) -> None:
     cfg.MODEL.ROI_MATCH_HEAD.MAX_ROIS_PER_IMAGE = 32
 
 
+def retrieval_policy(cfg: CN) -> dict:
+    """How a model's garments become a gallery or queries (``DEEPFASHION2.RETRIEVAL``, TTA): what
+    a catalogue records about its model, and an exported model carries."""
+    r = cfg.DEEPFASHION2.RETRIEVAL
+    return {
+        "min_score": r.MIN_SCORE,
+        "gallery_per_image": r.GALLERY_PER_IMAGE,
+        "max_per_image": r.MAX_PER_IMAGE,
+        "same_category": r.SAME_CATEGORY,
+        "index": r.INDEX,
+        "exact_max": r.CATALOGUE_EXACT_MAX,
+        "tta": bool(cfg.TEST.AUG.ENABLED),
+    }
+
+
 class ConfigError(FileError, ValueError):
     """A config file or override that is not one of this project's (missing, unknown key)."""
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from . import landmarks as L
+from .config import retrieval_policy
 
 FORMAT = 1
 
@@ -101,6 +102,10 @@ def metadata(cfg, adapter: ExportAdapter, weights_sha256: str = "") -> dict:
         "num_landmarks": L.NUM_LANDMARKS,
         "landmark_channels": [[c.start, c.num_landmarks] for c in L.CATEGORIES],
         "weights_sha256": weights_sha256,
+        "embed_dim": (
+            int(cfg.MODEL.ROI_MATCH_HEAD.EMBED_DIM) if "embeddings" in adapter.outputs else 0
+        ),
+        "policy": retrieval_policy(cfg),
     }
 
 

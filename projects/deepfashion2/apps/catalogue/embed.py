@@ -17,6 +17,7 @@ from detectron2.modeling import build_model
 from detectron2.utils.file_io import PathManager
 from PIL import Image
 
+from ...config import retrieval_policy
 from ...data import DeepFashion2FormatError, DeepFashion2Mapper
 from ...engine import DeepFashion2Checkpointer
 from ...errors import FileError
@@ -106,25 +107,31 @@ def _open_checked(source: str | bytes, name: str):
 def model_identity(cfg, config_name: str = "") -> dict:
     """What a catalogue records about its model: config, weights sha256, embedding size, policy."""
     weights = PathManager.get_local_path(cfg.MODEL.WEIGHTS) if cfg.MODEL.WEIGHTS else ""
-    r = cfg.DEEPFASHION2.RETRIEVAL
     return {
         "config": config_name,
         "weights": cfg.MODEL.WEIGHTS,
         "weights_sha256": sha256_of(weights) if weights else "untrained",
         "embed_dim": int(cfg.MODEL.ROI_MATCH_HEAD.EMBED_DIM),
-        "policy": {
-            "min_score": r.MIN_SCORE,
-            "gallery_per_image": r.GALLERY_PER_IMAGE,
-            "max_per_image": r.MAX_PER_IMAGE,
-            "same_category": r.SAME_CATEGORY,
-            "index": r.INDEX,
-            "exact_max": r.CATALOGUE_EXACT_MAX,
-            "tta": bool(cfg.TEST.AUG.ENABLED),
-        },
+        "policy": retrieval_policy(cfg),
     }
 
 
-class GarmentEmbedder:
+class _Policy:
+    """Galleries and queries by a model's retrieval policy (``min_score``, ``gallery_per_image``,
+    ``max_per_image``), from ``__call__(images, limit, min_score)``."""
+
+    def gallery(self, paths: list) -> list[tuple]:
+        """What a shop image contributes to a catalogue (the evaluator's gallery policy)."""
+        return self(paths, self.gallery_per_image)
+
+    def queries(
+        self, images: list, max_garments: int | None = None, min_score: float | None = None
+    ) -> list[tuple]:
+        """What a consumer photo contributes as queries (default: the benchmark's policy)."""
+        return self(images, max_garments or self.max_per_image, min_score)
+
+
+class GarmentEmbedder(_Policy):
     """
     The trained model of ``cfg`` (``MODEL.WEIGHTS``) in inference mode. Images go through the
     test-time mapper the evaluator uses, in batches of images of the same padded size (so an
@@ -202,15 +209,66 @@ class GarmentEmbedder:
         """:func:`model_identity` of this model (hashes the weights once, not per search)."""
         return model_identity(self.cfg)
 
-    def gallery(self, paths: list) -> list[tuple]:
-        """What a shop image contributes to a catalogue (the evaluator's gallery policy)."""
-        return self(paths, self.gallery_per_image)
 
-    def queries(
-        self, images: list, max_garments: int | None = None, min_score: float | None = None
-    ) -> list[tuple]:
-        """What a consumer photo contributes as queries (default: the benchmark's policy)."""
-        return self(images, max_garments or self.max_per_image, min_score)
+class ExportedEmbedder(_Policy):
+    """
+    :class:`GarmentEmbedder` with a model exported by ``tools/deploy/export_model.py`` (``.onnx``
+    or ``.ts``, run by ``deepfashion2_runtime``): the same answers, the same policy (the export
+    carries its config's), and an identity of its own (the exported file's sha256), so that a
+    catalogue indexed with one form of a model is searched with that form.
+    """
+
+    def __init__(self, path: str):
+        from deepfashion2_runtime import ExportedModel
+
+        if not os.path.isfile(path):
+            raise UnreadableImageError(path, "no such exported model")
+        self.path = path
+        self.model = ExportedModel(path)
+        meta = self.model.meta
+        if "embeddings" not in self.model.outputs:
+            raise ValueError(f"{path}: exported without a matching head (MODEL.MATCH_ON False)")
+        policy = meta["policy"]
+        self.min_score = policy["min_score"]
+        self.gallery_per_image = min(policy["gallery_per_image"], policy["max_per_image"])
+        self.max_per_image = policy["max_per_image"]
+
+    @functools.cached_property
+    def identity(self) -> dict:
+        return {
+            "config": os.path.basename(self.path),
+            "weights": self.path,
+            "weights_sha256": sha256_of(self.path),
+            "embed_dim": int(self.model.meta["embed_dim"]),
+            "policy": dict(self.model.meta["policy"]),
+            "exported": True,
+        }
+
+    def __call__(self, images: list, limit: int, min_score: float | None = None) -> list:
+        """As :meth:`GarmentEmbedder.__call__`."""
+        min_score = self.min_score if min_score is None else min_score
+        out: list = []
+        for image in images:
+            try:
+                rgb = image if isinstance(image, np.ndarray) else read_rgb(image)
+            except UnreadableImageError as e:
+                out.append(e)
+                continue
+            found = self.model(rgb)
+            order = np.argsort(-found["scores"], kind="stable")
+            order = order[found["scores"][order] >= min_score][:limit]
+            out.append((found["boxes"][order].astype(np.float64),
+                        found["categories"][order].astype(np.int64),
+                        found["scores"][order].astype(np.float64),
+                        found["embeddings"][order].astype(np.float32)))  # fmt: skip
+        return out
+
+
+def read_rgb(path: str) -> np.ndarray:
+    """A file's pixels (H, W, 3) uint8 RGB, after :func:`check_image`'s checks."""
+    with open(path, "rb") as f:
+        check_image(path)
+        return decode_image(f.read(), path)
 
 
 def list_images(folder: str, extensions=(".jpg", ".jpeg", ".png")) -> list[str]:
@@ -224,7 +282,7 @@ def list_images(folder: str, extensions=(".jpg", ".jpeg", ".png")) -> list[str]:
         real = os.path.realpath(root)
         if real in seen:
             logger.warning(
-                f"{root}: already read as {real} (a link loop or a second link): " "not read again"
+                f"{root}: already read as {real} (a link loop or a second link): not read again"
             )
             dirs[:] = []
             continue

@@ -9,7 +9,7 @@ from tqdm import tqdm
 
 from ...engine import launch
 from ...retrieval import Catalogue
-from .embed import GarmentEmbedder, list_images, model_identity
+from .embed import ExportedEmbedder, GarmentEmbedder, list_images, model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +26,7 @@ def index_images(
     progress: bool = True,
     retry_skipped: bool = False,
     lenient: bool = False,
+    model: str | None = None,
 ) -> Catalogue:
     """
     Detect and embed every garment of every image under ``images_dir`` (the evaluator's gallery
@@ -35,12 +36,14 @@ def index_images(
     cannot be read is skipped, named in the log and recorded in the catalogue, so that a rerun
     does not try it again unless ``retry_skipped``. ``num_procs`` processes (GPUs, or CPU
     processes) share the work. ``lenient``: damaged shards are skipped (their images indexed
-    again) instead of refused.
+    again) instead of refused. ``model``: an exported model (``.onnx`` / ``.ts``) instead of
+    ``cfg``'s (which may then be None).
     """
+    identity = ExportedEmbedder(model).identity if model else model_identity(cfg, config_name)
     cat = Catalogue.create(
         output,
-        model_identity(cfg, config_name),
-        cfg.dump(),
+        identity,
+        "" if model else cfg.dump(),
         images_root=images_dir,
         lenient=lenient,
     )
@@ -49,7 +52,8 @@ def index_images(
     todo = [p for p in list_images(images_dir) if p not in done]
     logger.info(f"Indexing {len(todo)} images ({len(done)} already in {output}).")
     if todo:
-        args = (cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient)
+        args = (cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient,
+                model)  # fmt: skip
         if num_procs > 1:
             launch(_worker, num_procs, dist_url="auto", args=args)
         else:
@@ -66,29 +70,19 @@ def index_images(
     return cat
 
 
-def _worker(cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient):
+def _worker(*args):
     from detectron2.utils import comm
 
-    _index_part(
-        cfg,
-        images_dir,
-        output,
-        todo,
-        batch_size,
-        images_per_shard,
-        progress,
-        lenient,
-        rank=comm.get_rank(),
-        world=comm.get_world_size(),
-    )
+    _index_part(*args, rank=comm.get_rank(), world=comm.get_world_size())
 
 
 def _index_part(
-    cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient, *, rank, world
-):
+    cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient, model, *,
+    rank, world,
+):  # fmt: skip
     """This process's share of ``todo``, one atomic shard per ``images_per_shard`` images."""
     cat = Catalogue(output, lenient=lenient)
-    embedder = GarmentEmbedder(cfg, batch_size)
+    embedder = ExportedEmbedder(model) if model else GarmentEmbedder(cfg, batch_size)
     mine = todo[rank::world]
     bar = tqdm(total=len(mine), desc="Indexing", unit="image", disable=not progress or rank != 0)
     for s in range(0, len(mine), images_per_shard):

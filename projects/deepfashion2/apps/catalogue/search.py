@@ -17,7 +17,7 @@ from ...retrieval import Catalogue
 from ...retrieval.catalogue import MAX_TOP_K, CatalogueError
 from ...utils.checked import CheckedFolderError, read_plain_file
 from ...utils.visualizer import no_garment, retrieval_strip, stack_rows
-from .embed import GarmentEmbedder, UnreadableImageError, model_identity
+from .embed import ExportedEmbedder, GarmentEmbedder, UnreadableImageError, model_identity
 
 
 def catalogue_config(cat: Catalogue, opts=()):
@@ -147,11 +147,21 @@ def category_name(category: int) -> str:
 
 
 def open_catalogue(
-    catalogue_dir: str, opts=(), embedder: GarmentEmbedder | None = None
-) -> tuple[Catalogue, GarmentEmbedder]:
-    """The catalogue and its own model (other weights are refused)."""
+    catalogue_dir: str, opts=(), embedder=None, model: str | None = None
+) -> tuple[Catalogue, GarmentEmbedder | ExportedEmbedder]:
+    """
+    The catalogue and its own model (other weights are refused): the one its config names, or
+    ``model``, an exported file (``.onnx`` / ``.ts``), for a catalogue indexed with it.
+    """
     cat = Catalogue(catalogue_dir)
+    if embedder is None and model:
+        embedder = ExportedEmbedder(model)
     if embedder is None:
+        if cat.meta.get("exported"):
+            raise CatalogueError(
+                cat.folder, f"indexed with an exported model ({cat.meta.get('config')})",
+                "search it with that file: --model FILE",
+            )  # fmt: skip
         cfg = catalogue_config(cat, opts)
         cat.check_model(model_identity(cfg))
         embedder = GarmentEmbedder(cfg)
@@ -172,6 +182,7 @@ def search_photos(
     min_score: float | None = None,
     max_garments: int | None = None,
     image_root: str | None = None,
+    model: str | None = None,
 ) -> dict:
     """
     :func:`search` over a catalogue folder, with the catalogue's own model. With ``output``,
@@ -179,7 +190,7 @@ def search_photos(
     folder, or ``image_root``).
     """
     check_policy(top_k, min_score, max_garments)
-    cat, embedder = open_catalogue(catalogue_dir, opts, embedder)
+    cat, embedder = open_catalogue(catalogue_dir, opts, embedder, model)
     seconds: dict = {}
     found = search(
         cat,

@@ -48,8 +48,10 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "page.html")
 class SearchService:
     """The catalogue and its model, loaded once; :meth:`search` serialised on the model."""
 
-    def __init__(self, catalogue_dir: str, opts=(), image_root: str | None = None):
-        self.catalogue, self.embedder = open_catalogue(catalogue_dir, opts)
+    def __init__(
+        self, catalogue_dir: str, opts=(), image_root: str | None = None, model: str | None = None
+    ):
+        self.catalogue, self.embedder = open_catalogue(catalogue_dir, opts, model=model)
         self.entries = self.catalogue.entries()
         # the index of the catalogue's own policy, built (or loaded) before the first request
         self.catalogue.index(self.catalogue.meta["policy"].get("same_category", True))
@@ -72,10 +74,11 @@ def create_app(
     opts=(),
     max_upload_bytes: int = MAX_UPLOAD_BYTES,
     image_root: str | None = None,
+    model: str | None = None,
 ) -> FastAPI:
     """The app over ``catalogue_dir`` (its own model; ``opts``: config overrides; ``image_root``:
     the shop images, default the folder recorded at indexing)."""
-    service = SearchService(catalogue_dir, opts, image_root)
+    service = SearchService(catalogue_dir, opts, image_root, model)
     app = FastAPI(
         title="deepfashion2 shop the look",
         description="Find the garments of a photo in a shop catalogue (DeepFashion2 model).",
@@ -169,6 +172,7 @@ def create_app(
 ENV_CATALOGUE = "DF2_SERVE_CATALOGUE"
 ENV_OPTS = "DF2_SERVE_OPTS"
 ENV_IMAGES = "DF2_SERVE_IMAGES"
+ENV_MODEL = "DF2_SERVE_MODEL"
 
 
 def app_from_environment():
@@ -180,6 +184,7 @@ def app_from_environment():
         os.environ[ENV_CATALOGUE],
         json.loads(os.environ.get(ENV_OPTS, "[]")),
         image_root=os.environ.get(ENV_IMAGES) or None,
+        model=os.environ.get(ENV_MODEL) or None,
     )
 
 
