@@ -52,18 +52,28 @@ class ExportAdapter(nn.Module):
         images = m.preprocess_image([{"image": image}])
         features = m.backbone(images.tensor)
         proposals, _ = m.proposal_generator(images, features, None)
-        with _off(roi, "keypoint_on"):  # its heatmaps below, decoded by the runtime
+        # the box head only: the other heads split their outputs by per-image counts taken into
+        # Python (which a trace freezes); they run below on the detections, for one image
+        with _off(roi, "mask_on"), _off(roi, "keypoint_on"), _off(roi, "match_on"):
             results, _ = roi(images, features, proposals, None)
-        inst = results[0]
-        out = [inst.pred_boxes.tensor, inst.scores, inst.pred_classes]
+        boxes, classes = results[0].pred_boxes, results[0].pred_classes
+        out = [boxes.tensor, results[0].scores, classes]
+        rows = torch.arange(classes.shape[0], device=classes.device)
         if "masks" in self.outputs:
-            out.append(inst.pred_masks[:, 0])
+            pooled = roi.mask_pooler([features[f] for f in roi.mask_in_features], [boxes])
+            logits = roi.mask_head.layers(pooled)  # (R, 1 or classes, M, M)
+            if logits.shape[1] > 1:
+                logits = logits[rows, classes][:, None]
+            out.append(logits[:, 0].sigmoid())
         if "heatmaps" in self.outputs:
-            feats = [features[f] for f in roi.keypoint_in_features]
-            pooled = roi.keypoint_pooler(feats, [inst.pred_boxes])
-            out.append(roi.keypoint_head.traceable_heatmaps(pooled, inst.pred_classes))
+            pooled = roi.keypoint_pooler([features[f] for f in roi.keypoint_in_features], [boxes])
+            out.append(roi.keypoint_head.traceable_heatmaps(pooled, classes))
         if "embeddings" in self.outputs:
-            out.append(inst.pred_embeddings)
+            pooled = roi.match_pooler([features[f] for f in roi.match_in_features], [boxes])
+            pixels = None
+            if roi.match_image_pooler is not None:
+                pixels = roi.match_image_pooler([features["image"]], [boxes])
+            out.append(roi.match_head.embeddings(pooled, pixels))
         return tuple(out)
 
 

@@ -1,0 +1,104 @@
+#!/usr/bin/env python
+"""
+The exported model against the eager one, side by side in one run: per-image latency (p50, p95)
+of the whole prediction (resize, model, Detectron2's post-processing) at 1 and 2 threads, eager
+PyTorch + Detectron2 vs TorchScript vs ONNX Runtime (both through ``deepfashion2_runtime``), on
+the same images, and the files' sizes.
+
+The model is the demo's architecture (configs/EfficientNet-Lite0-CPU.yaml: ImageNet backbone,
+the heads as built; ``--weights`` for trained ones) keeping every detection (score threshold 0),
+so that every image carries the full 20 detections through masks, landmarks and embeddings.
+
+    python bench/deploy.py [--weights W] [--images N] [--out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import statistics
+import tempfile
+import time
+
+import numpy as np
+import torch
+from _common import cpu_model, write_json
+
+CONFIG = "configs/EfficientNet-Lite0-CPU.yaml"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--weights", default="")
+    p.add_argument("--images", type=int, default=40)
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--out", default="bench/results/deploy.json")
+    args = p.parse_args()
+
+    from deepfashion2_runtime import ExportedModel
+    from detectron2.modeling import build_model
+    from PIL import Image
+
+    from deepfashion2.config import load_config
+    from deepfashion2.data.synthetic import ensure_mini_split
+    from deepfashion2.engine import DeepFashion2Checkpointer
+    from deepfashion2.export import export
+
+    opts = ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.WEIGHTS", args.weights]
+    cfg = load_config(CONFIG, opts)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    if args.weights:
+        DeepFashion2Checkpointer(model).load(args.weights)
+    folder = ensure_mini_split("validation")
+    paths = sorted(glob.glob(os.path.join(folder, "image", "*.jpg")))[: args.images]
+    images = [np.asarray(Image.open(q).convert("RGB")) for q in paths]
+    out = {"cpu": cpu_model(), "images": len(images), "config": CONFIG,
+           "weights": args.weights or "ImageNet backbone, untrained heads", "runs": {}}  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {
+            ext: export(model, cfg, os.path.join(tmp, f"model{ext}")) for ext in (".ts", ".onnx")
+        }
+        out["file_mb"] = {ext: os.path.getsize(f) / 2**20 for ext, f in files.items()}
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            runtimes = {"torchscript": ExportedModel(files[".ts"], threads=threads),
+                        "onnxruntime": ExportedModel(files[".onnx"], threads=threads)}  # fmt: skip
+
+            def eager(rgb, runtime=runtimes["onnxruntime"]):
+                chw = torch.from_numpy(runtime.preprocess(rgb))
+                with torch.no_grad():
+                    return model([{"image": chw, "height": rgb.shape[0], "width": rgb.shape[1]}])
+
+            forms = {"eager": eager, **runtimes}
+            for name, run in forms.items():
+                run(images[0])  # warm-up
+                times = []
+                for _ in range(args.repeats):
+                    for rgb in images:
+                        t = time.perf_counter()
+                        run(rgb)
+                        times.append(time.perf_counter() - t)
+                times.sort()
+                out["runs"][f"{name}@{threads}"] = {
+                    "p50_ms": 1000 * statistics.median(times),
+                    "p95_ms": 1000 * times[int(0.95 * (len(times) - 1))],
+                    "images_per_s": len(times) / sum(times),
+                }
+                print(
+                    name,
+                    threads,
+                    {k: round(v, 1) for k, v in out["runs"][f"{name}@{threads}"].items()},
+                )
+    for threads in (1, 2):
+        e = out["runs"][f"eager@{threads}"]["p50_ms"]
+        for name in ("torchscript", "onnxruntime"):
+            out["runs"][f"{name}@{threads}"]["speedup_p50"] = (
+                e / out["runs"][f"{name}@{threads}"]["p50_ms"]
+            )
+    write_json(args.out, out)
+
+
+if __name__ == "__main__":
+    main()
