@@ -64,6 +64,8 @@ def _request(port, method, path, body=b"", headers=None):
     r = conn.getresponse()
     data = r.read()
     conn.close()
+    if path.startswith("/items/") and r.status == 200:  # a browser takes the type we say
+        assert r.getheader("x-content-type-options") == "nosniff", path
     return r.status, r.getheader("content-type", ""), data
 
 

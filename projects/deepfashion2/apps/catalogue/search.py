@@ -189,8 +189,7 @@ def search_photos(
     writes ``results.json`` and a picture per photo (its matches from the catalogue's image
     folder, or ``image_root``).
     """
-    check_policy(top_k, min_score, max_garments)
-    cat, embedder = open_catalogue(catalogue_dir, opts, embedder, model)
+    cat, embedder = open_catalogue(catalogue_dir, opts, embedder, model)  # search() checks
     seconds: dict = {}
     found = search(
         cat,
