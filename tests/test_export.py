@@ -212,3 +212,31 @@ def test_a_catalogue_indexed_and_searched_with_the_exported_model(
     line = one_line_error(capsys, tool.main, ["--catalogue", str(tmp_path / "eager"), "--input",
                                               users[0], "--model", files[".onnx"]])  # fmt: skip
     assert "was built with weights" in line
+
+
+@pytest.mark.usefixtures("tiny_split")
+def test_the_four_benchmarks_from_the_exported_model_equal_the_eager_ones(exported, tmp_path):
+    """Trainer.test scores the ONNX model's outputs (ExportedAsModel) as the eager model's: box,
+    mask and landmark AP within 0.3, retrieval top-k within one query."""
+    from conftest import TINY
+    from deepfashion2_runtime import ExportedModel
+
+    from deepfashion2.engine import Trainer
+    from deepfashion2.evaluation import RetrievalGroundTruth
+    from deepfashion2.evaluation.groundtruth import split_ground_truth
+    from deepfashion2.export import ExportedAsModel
+
+    cfg, model, files = exported
+    cfg = cfg.clone()
+    cfg.DATASETS.TEST = (TINY,)
+    cfg.DEEPFASHION2.RETRIEVAL.GT_BOXES = False  # the exported graph detects; no given boxes
+    cfg.OUTPUT_DIR = str(tmp_path / "eager")
+    want = Trainer.test(cfg, model)
+    cfg.OUTPUT_DIR = str(tmp_path / "onnx")
+    got = Trainer.test(cfg, ExportedAsModel(ExportedModel(files[".onnx"])))
+    for task in ("bbox", "segm", "keypoints", "keypoints_vis"):
+        assert abs(got[task]["AP"] - want[task]["AP"]) <= 0.3, task
+    rgt = RetrievalGroundTruth.from_groundtruth(split_ground_truth(TINY, cfg))
+    one_query = 100 / rgt.num_queries
+    for k in ("top1", "top5", "top10", "top20"):
+        assert abs(got["retrieval"][k] - want["retrieval"][k]) <= one_query + 1e-9, k

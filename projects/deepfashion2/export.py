@@ -171,3 +171,42 @@ def export(model: nn.Module, cfg, path: str, weights_sha256: str = "") -> str:
     if ext == ".onnx":
         return export_onnx(model, cfg, path, meta)
     raise ValueError(f"{path}: an exported model is a .ts (TorchScript) or .onnx file")
+
+
+class ExportedAsModel(nn.Module):
+    """
+    An exported model (``deepfashion2_runtime.ExportedModel``) behind Detectron2's model interface:
+    ``model(inputs)`` with the test loader's inputs (``file_name``, ``height``, ``width``) ->
+    ``[{"instances": Instances}]`` in the image's pixels, so that Detectron2's
+    ``inference_on_dataset`` and this project's evaluators score it exactly as an eager model.
+    """
+
+    def __init__(self, runtime):
+        super().__init__()
+        self.runtime = runtime
+        self.register_buffer("_device", torch.zeros(0), persistent=False)
+
+    @property
+    def device(self):
+        return self._device.device
+
+    def forward(self, inputs: list[dict]) -> list[dict]:
+        import numpy as np
+        from detectron2.structures import Boxes, Instances
+        from PIL import Image
+
+        out = []
+        for x in inputs:
+            with Image.open(x["file_name"]) as im:
+                rgb = np.asarray(im.convert("RGB"))
+            found = self.runtime(rgb)
+            inst = Instances(rgb.shape[:2])
+            inst.pred_boxes = Boxes(torch.from_numpy(found["boxes"]))
+            inst.scores = torch.from_numpy(found["scores"])
+            inst.pred_classes = torch.from_numpy(found["categories"] - 1)
+            for key, field in (("masks", "pred_masks"), ("landmarks", "pred_keypoints"),
+                               ("embeddings", "pred_embeddings")):  # fmt: skip
+                if key in found:
+                    inst.set(field, torch.from_numpy(found[key]))
+            out.append({"instances": inst})
+        return out
