@@ -225,16 +225,27 @@ class Trainer(DefaultTrainer):
         return {k + "_TTA": v for k, v in res.items()}
 
     @classmethod
-    def test(cls, cfg, model, evaluators=None, output_folder: str | None = None):
+    def test(
+        cls,
+        cfg,
+        model,
+        evaluators=None,
+        output_folder: str | None = None,
+        built: list | None = None,
+    ):
         """
         The stock test, plus (matching head on, builtin evaluators) the ground-truth-box retrieval
         variant, and all tables of a split saved together as ``deepfashion2_tables.md`` in
-        ``output_folder`` (default ``<OUTPUT_DIR>/inference``).
+        ``output_folder`` (default ``<OUTPUT_DIR>/inference``). ``built``: receives the builtin
+        evaluators, whose state (the retrieval ranking) a caller may use after.
         """
         output_folder = output_folder or os.path.join(cfg.OUTPUT_DIR, "inference")
         builtin = evaluators is None
         if builtin:
             evaluators = [cls.build_evaluator(cfg, n, output_folder) for n in cfg.DATASETS.TEST]
+            if built is not None:
+                for e in evaluators:  # DatasetEvaluators holds a list of them
+                    built.extend(getattr(e, "_evaluators", [e]))
         results = super().test(cfg, model, evaluators)
         if not builtin or not cfg.DATASETS.TEST:
             return results

@@ -82,6 +82,7 @@ class RetrievalEvaluator(DatasetEvaluator):
 
     def reset(self):
         self._items: list[tuple] = []
+        self.submission = None  # the ranking of the last evaluate(), for callers that draw it
 
     def process(self, inputs, outputs):
         for inp, out in zip(inputs, outputs):
@@ -121,7 +122,7 @@ class RetrievalEvaluator(DatasetEvaluator):
             else:  # ground-truth boxes: only the paired consumer items are queries
                 q_parts.append(tuple(x[style > 0] for x in part))
         queries, gallery = _item_set(q_parts), _item_set(g_parts)
-        sub = rank(queries, gallery, **self._rank_args)
+        sub = self.submission = rank(queries, gallery, **self._rank_args)
         if self._output_dir:
             os.makedirs(self._output_dir, exist_ok=True)
             path = os.path.join(self._output_dir, f"{self._key}_submission.json")

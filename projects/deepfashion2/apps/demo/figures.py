@@ -7,7 +7,6 @@ import os
 import numpy as np
 from PIL import Image
 
-from ...evaluation.groundtruth import GroundTruth
 from ...evaluation.tables import columns
 from ...evaluation.tasks import AP_METRICS, TASKS
 from ...utils.visualizer import draw_prediction, stack_rows
@@ -44,25 +43,18 @@ def plot_subset_ap(results: dict, path: str, chance: dict | None = None) -> None
     plt.close(fig)
 
 
-def retrieval_strip_figure(
-    submission: list, gt, files: dict[int, str], path: str, top: int = 5
-) -> bool:
+def retrieval_strip_figure(submission, gt, files: dict[int, str], path: str, top: int = 5) -> bool:
     """
     The query with the most informative ranking (a hit within ``top`` if there is one) and its
     top ``top`` shop results, hits framed green. Returns False when nothing could be drawn.
     """
-    from ...evaluation.retrieval import (
-        RetrievalGroundTruth,
-        Submission,
-        assign_representatives,
-        gallery_hits,
-    )
+    from ...evaluation.retrieval import RetrievalGroundTruth, assign_representatives, gallery_hits
     from ...utils.visualizer import retrieval_strip
 
-    if not submission:
+    sub = submission  # a Submission, as RetrievalEvaluator ranked it
+    if not len(sub.query_image):
         return False
     rgt = RetrievalGroundTruth.from_groundtruth(gt)
-    sub = Submission.from_json(submission, "submission")
     best, best_hits = None, -1
     # the entries that represent a query under the official protocol, and their results
     for q, s in enumerate(assign_representatives(sub, rgt).tolist()):
@@ -115,25 +107,21 @@ def draw_predictions(
 
 
 def draw_all(
-    cfg, results: dict, chance: dict, dicts: list, output_dir: str, num: int, gt=None
+    cfg, results: dict, chance: dict, dicts: list, output_dir: str, num: int, gt, submission
 ) -> dict:
-    """Every figure of the demo; returns their paths relative to ``output_dir``."""
-    import json
-
+    """Every figure of the demo; returns their paths relative to ``output_dir``. ``gt``: the
+    split's ground truth, ``submission``: the retrieval evaluator's ranking (both in memory)."""
     ap01 = {t: {m: v / 100 for m, v in r.items()} for t, r in chance.items()}
     plot_subset_ap(results, os.path.join(output_dir, "subset_ap.png"), ap01)
     final = cfg.clone()
     final.defrost()
     final.MODEL.WEIGHTS = os.path.join(output_dir, "model_final.pth")
     drawings = draw_predictions(final, dicts, os.path.join(output_dir, "predictions"), num)
-    submission = os.path.join(output_dir, "inference", "retrieval_submission.json")
     strip = os.path.join(output_dir, "retrieval_strip.png")
     drawn = False
-    if os.path.exists(submission):
-        with open(submission) as f:
-            files = {d["image_id"]: d["file_name"] for d in dicts}
-            gt = gt if gt is not None else GroundTruth.from_dicts(dicts)
-            drawn = retrieval_strip_figure(json.load(f), gt, files, strip)
+    if submission is not None:
+        files = {d["image_id"]: d["file_name"] for d in dicts}
+        drawn = retrieval_strip_figure(submission, gt, files, strip)
     overview(drawings, strip if drawn else None, os.path.join(output_dir, "overview.png"))
     return {
         "subset_ap": "subset_ap.png",

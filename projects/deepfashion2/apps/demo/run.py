@@ -130,7 +130,7 @@ def run_demo(
     num_processes = num_processes or default_num_processes(cfg)
     model, train_s = train(cfg, num_processes, functools.partial(register, dataset))
     print(f"Trained {cfg.SOLVER.MAX_ITER} iterations in {train_s / 60:.1f} min; evaluating ...")
-    results = evaluate(cfg, model)
+    results, ranking = evaluate(cfg, model)
     val_dicts = dataset_dicts(val_name, cfg)
     gt = split_ground_truth(val_name, cfg)  # the evaluators' own, built once
     chance = chance_levels(gt)
@@ -148,7 +148,7 @@ def run_demo(
     }
     md = report.write_tables(results, output_dir)
     metrics["figures"] = figures.draw_all(
-        cfg, results, chance, val_dicts, output_dir, num_drawings, gt
+        cfg, results, chance, val_dicts, output_dir, num_drawings, gt, ranking
     )
     metrics["total_seconds"] = time.perf_counter() - start
     report.write_metrics(metrics, output_dir)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 
 from ...data import dataset_dicts
 from ...engine import DeepFashion2Checkpointer, Trainer, launch
+from ...evaluation import RetrievalEvaluator
 
 
 def _concise(record: logging.LogRecord) -> bool:
@@ -116,7 +117,10 @@ def default_num_processes(cfg) -> int:
     return 2 if cfg.MODEL.DEVICE == "cpu" and not torch.cuda.is_available() else 1
 
 
-def evaluate(cfg, model) -> dict[str, dict[str, float]]:
-    """The four benchmarks (and the ground-truth-box retrieval variant), once."""
-    results = Trainer.test(cfg, model)
-    return {task: dict(metrics) for task, metrics in results.items()}
+def evaluate(cfg, model) -> tuple[dict[str, dict[str, float]], object]:
+    """The four benchmarks (and the ground-truth-box retrieval variant), once; with the
+    retrieval evaluator's ranking (a ``Submission``, or None without a matching head)."""
+    built: list = []
+    results = Trainer.test(cfg, model, built=built)
+    rankings = [e.submission for e in built if isinstance(e, RetrievalEvaluator)]
+    return {task: dict(metrics) for task, metrics in results.items()}, next(iter(rankings), None)
