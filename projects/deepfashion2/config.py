@@ -18,10 +18,9 @@ RETRIEVAL_DEFAULTS = {
     "INDEX": "auto",
     "EXACT_MAX_GALLERY": 200_000,
     # The same for a catalogue (tools/index_catalogue.py), per category. It is searched one photo
-    # at a time: exact search costs under 1 ms per garment up to ~10,000 items, then grows
-    # linearly (10.7 ms at 100,000), while FAISS IVF stays under 1.5 ms up to 300,000 at recall@20
-    # 1.00 (bench/results/catalogue.json). The evaluator ranks all queries in one matrix product,
-    # where exact search stays cheap far longer.
+    # at a time, where exact search grows linearly with the category's size and FAISS IVF hardly
+    # (bench/catalogue.py measures where they cross: docs/PERFORMANCE.md). The evaluator ranks all
+    # queries in one matrix product, where exact search stays cheap far longer.
     "CATALOGUE_EXACT_MAX": 10_000,
     # Also score the ground-truth-box variant (embedding only, no detector) at evaluation.
     "GT_BOXES": True,
