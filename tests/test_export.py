@@ -240,3 +240,25 @@ def test_the_four_benchmarks_from_the_exported_model_equal_the_eager_ones(export
     one_query = 100 / rgt.num_queries
     for k in ("top1", "top5", "top10", "top20"):
         assert abs(got["retrieval"][k] - want["retrieval"][k]) <= one_query + 1e-9, k
+
+
+def test_int8_quantisation_runs_in_the_runtime_and_says_what_stays_float(
+    exported, synthetic_split, tmp_path
+):
+    from deepfashion2_runtime import ExportedModel
+
+    from deepfashion2.export import quantize_int8
+
+    _, _, files = exported
+    runtime = ExportedModel(files[".onnx"])
+    photos = _photos(synthetic_split)
+    rgbs = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
+    int8 = str(tmp_path / "model_int8.onnx")
+    floats = quantize_int8(files[".onnx"], int8, [runtime.preprocess(x) for x in rgbs[:3]])
+    assert "RoiAlign" in floats and "NonMaxSuppression" in floats and "Conv" not in floats
+    assert os.path.getsize(int8) < 0.5 * os.path.getsize(files[".onnx"])  # int8 weights
+    quantized = ExportedModel(int8)
+    assert quantized.meta == runtime.meta  # what the runtime needs came along
+    found = quantized(rgbs[0])
+    assert set(found) == {"boxes", "scores", "categories", "masks", "landmarks", "embeddings"}
+    assert np.isfinite(found["embeddings"]).all() and found["landmarks"].shape[1:] == (294, 3)
