@@ -8,6 +8,9 @@ the same images, and the files' sizes.
 The model is the demo's architecture (configs/EfficientNet-Lite0-CPU.yaml: ImageNet backbone,
 the heads as built; ``--weights`` for trained ones) keeping every detection (score threshold 0),
 so that every image carries the full 20 detections through masks, landmarks and embeddings.
+ONNX Runtime int8 (static, calibrated on 32 training images) runs beside them. With ``--weights``
+(``make demo``'s model), the four benchmarks on the synthetic validation split are computed from
+the eager model, the float ONNX model and the int8 one (the config's own score threshold).
 
     python bench/deploy.py [--weights W] [--images N] [--out FILE]
 """
@@ -63,8 +66,11 @@ def main() -> None:
         out["file_mb"] = {ext: os.path.getsize(f) / 2**20 for ext, f in files.items()}
         for threads in (1, 2):
             torch.set_num_threads(threads)
-            runtimes = {"torchscript": ExportedModel(files[".ts"], threads=threads),
-                        "onnxruntime": ExportedModel(files[".onnx"], threads=threads)}  # fmt: skip
+            runtimes = {
+                "torchscript": ExportedModel(files[".ts"], threads=threads),
+                "onnxruntime": ExportedModel(files[".onnx"], threads=threads),
+                "onnxruntime_int8": ExportedModel(files["_int8.onnx"], threads=threads),
+            }
 
             def eager(rgb, runtime=runtimes["onnxruntime"]):
                 chw = torch.from_numpy(runtime.preprocess(rgb))
