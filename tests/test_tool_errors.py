@@ -30,7 +30,7 @@ def _cases(w) -> list[tuple[str, list[str], str, str | None]]:
                                 "1"], "Non-existent key: MODEL.FOO", None),
         ("train: missing weights", [py, "tools/train_net.py", "--config-file", INSTANT,
                                     "--eval-only", "OUTPUT_DIR", str(w / "o1"),
-                                    "MODEL.WEIGHTS", "output/demo/model_final.pth"],
+                                    "MODEL.WEIGHTS", str(w / "demo" / "model_final.pth")],
          "no such weights file (MODEL.WEIGHTS) (name a .pth file; `make demo` writes", None),
         ("train: untrusted hash", [py, "tools/train_net.py", "--config-file", INSTANT,
                                    "--eval-only", "OUTPUT_DIR", str(w / "o2"),

@@ -262,8 +262,9 @@ class Catalogue:
         images that could not be read, with the reason; ``image_bytes``: each image's size
         (default: read from the image folder; -1 where there is none). Atomic.
         """
-        if image_bytes is None:
-            image_bytes = [_size(os.path.join(self.images_root, p)) for p in images]
+        if image_bytes is None:  # unknown (-1, never served) without a recorded image folder
+            root = self.images_root
+            image_bytes = [_size(os.path.join(root, p)) if root else -1 for p in images]
         write_shard(
             os.path.join(self.folder, "shards"),
             images,

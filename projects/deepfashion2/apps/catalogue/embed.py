@@ -222,7 +222,9 @@ class ExportedEmbedder(_Policy):
         from deepfashion2_runtime import ExportedModel
 
         if not os.path.isfile(path):
-            raise UnreadableImageError(path, "no such exported model")
+            raise FileError(
+                path, "no such exported model", "tools/deploy/export_model.py writes one"
+            )
         self.path = path
         self.model = ExportedModel(path)
         meta = self.model.meta
