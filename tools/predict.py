@@ -28,15 +28,15 @@ import os
 
 import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 import numpy as np
-import torch
+from detectron2.data.detection_utils import read_image
 from detectron2.engine import DefaultPredictor
-from detectron2.structures import Boxes, Instances
 from detectron2.utils.logger import setup_logger
 from tqdm import tqdm
 
 from deepfashion2 import landmarks as L
 from deepfashion2.config import load_config
 from deepfashion2.engine import DeepFashion2Checkpointer
+from deepfashion2.export import to_instances
 from deepfashion2.modeling import with_tta
 from deepfashion2.utils.cli import fail, tool_main
 from deepfashion2.utils.visualizer import draw_prediction
@@ -85,12 +85,12 @@ def main(argv=None) -> list[dict]:
 
     done, entries = [], []
     for path in tqdm(paths, desc="Predicting", unit="image"):
-        rgb = np.asarray(Image.open(path).convert("RGB"))
+        rgb = read_image(path, format="RGB")  # EXIF orientation applied, as Detectron2 reads
         found = predict(rgb)
         keep = found["scores"] >= args.confidence_threshold
         found = {k: v[keep] for k, v in found.items()}
         scale = drawing_scale(*rgb.shape[:2], args.scale)
-        drawing = draw_prediction(rgb[:, :, ::-1], _instances(found, rgb.shape[:2]), scale)
+        drawing = draw_prediction(rgb[:, :, ::-1], to_instances(found, rgb.shape[:2]), scale)
         name = os.path.splitext(os.path.basename(path))[0] + ".png"
         Image.fromarray(drawing.get_image()).save(os.path.join(args.output, name))
         done.append({"image": path, "drawing": os.path.join(args.output, name),
@@ -133,18 +133,6 @@ def _exported(path: str):
     from deepfashion2_runtime import ExportedModel
 
     return ExportedModel(path)
-
-
-def _instances(found: dict, hw) -> Instances:
-    """What Detectron2's visualiser draws, from the predictions' arrays."""
-    inst = Instances(hw, pred_boxes=Boxes(torch.as_tensor(found["boxes"])),
-                     scores=torch.as_tensor(found["scores"]),
-                     pred_classes=torch.as_tensor(found["categories"] - 1))  # fmt: skip
-    if "masks" in found:
-        inst.pred_masks = torch.as_tensor(found["masks"])
-    if "landmarks" in found:
-        inst.pred_keypoints = torch.as_tensor(found["landmarks"])
-    return inst
 
 
 def json_instances(found: dict) -> list[dict]:

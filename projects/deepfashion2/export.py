@@ -126,20 +126,18 @@ def example_image(cfg) -> torch.Tensor:
     return torch.randint(0, 256, (3, h, h * 4 // 3), generator=g).float()
 
 
-def export_torchscript(model: nn.Module, cfg, path: str, meta: dict) -> str:
+def export_torchscript(adapter: ExportAdapter, cfg, path: str, meta: dict) -> str:
     """The traced graph as TorchScript, ``metadata`` in the file (``extra_files``)."""
-    adapter = ExportAdapter(model)
     with torch.no_grad(), _quiet_tracer():
         traced = torch.jit.trace(adapter, (example_image(cfg),), check_trace=False)
     torch.jit.save(traced, path, _extra_files={"deepfashion2.json": json.dumps(meta)})
     return path
 
 
-def export_onnx(model: nn.Module, cfg, path: str, meta: dict, opset: int = 17) -> str:
+def export_onnx(adapter: ExportAdapter, cfg, path: str, meta: dict, opset: int = 17) -> str:
     """The traced graph as ONNX (``metadata`` in the model's metadata_props)."""
     import onnx
 
-    adapter = ExportAdapter(model)
     names = adapter.outputs
     with torch.no_grad(), _quiet_tracer():
         torch.onnx.export(
@@ -164,12 +162,13 @@ def export_onnx(model: nn.Module, cfg, path: str, meta: dict, opset: int = 17) -
 
 def export(model: nn.Module, cfg, path: str, weights_sha256: str = "") -> str:
     """``path`` ending in ``.ts`` (TorchScript) or ``.onnx``: the model exported there."""
-    meta = metadata(cfg, ExportAdapter(model), weights_sha256)
+    adapter = ExportAdapter(model)
+    meta = metadata(cfg, adapter, weights_sha256)
     ext = os.path.splitext(path)[1]
     if ext == ".ts":
-        return export_torchscript(model, cfg, path, meta)
+        return export_torchscript(adapter, cfg, path, meta)
     if ext == ".onnx":
-        return export_onnx(model, cfg, path, meta)
+        return export_onnx(adapter, cfg, path, meta)
     raise ValueError(f"{path}: an exported model is a .ts (TorchScript) or .onnx file")
 
 
@@ -191,25 +190,29 @@ class ExportedAsModel(nn.Module):
         return self._device.device
 
     def forward(self, inputs: list[dict]) -> list[dict]:
-        import numpy as np
-        from detectron2.structures import Boxes, Instances
-        from PIL import Image
+        from detectron2.data.detection_utils import read_image
 
         out = []
         for x in inputs:
-            with Image.open(x["file_name"]) as im:
-                rgb = np.asarray(im.convert("RGB"))
-            found = self.runtime(rgb)
-            inst = Instances(rgb.shape[:2])
-            inst.pred_boxes = Boxes(torch.from_numpy(found["boxes"]))
-            inst.scores = torch.from_numpy(found["scores"])
-            inst.pred_classes = torch.from_numpy(found["categories"] - 1)
-            for key, field in (("masks", "pred_masks"), ("landmarks", "pred_keypoints"),
-                               ("embeddings", "pred_embeddings")):  # fmt: skip
-                if key in found:
-                    inst.set(field, torch.from_numpy(found[key]))
-            out.append({"instances": inst})
+            rgb = read_image(x["file_name"], format="RGB")  # EXIF applied, as the test mapper
+            out.append({"instances": to_instances(self.runtime(rgb), rgb.shape[:2])})
         return out
+
+
+def to_instances(found: dict, image_hw):
+    """The runtime's predictions (``deepfashion2_runtime``'s dict) as Detectron2 ``Instances``:
+    what the evaluators, the visualiser and ``best_detections`` take."""
+    from detectron2.structures import Boxes, Instances
+
+    inst = Instances(tuple(image_hw))
+    inst.pred_boxes = Boxes(torch.as_tensor(found["boxes"]))
+    inst.scores = torch.as_tensor(found["scores"])
+    inst.pred_classes = torch.as_tensor(found["categories"] - 1)
+    for key, field in (("masks", "pred_masks"), ("landmarks", "pred_keypoints"),
+                       ("embeddings", "pred_embeddings")):  # fmt: skip
+        if key in found:
+            inst.set(field, torch.as_tensor(found[key]))
+    return inst
 
 
 # What static int8 quantisation converts: the layers that hold the compute. Everything else stays

@@ -121,9 +121,8 @@ class Trainer(DefaultTrainer):
         self.checkpointer = DeepFashion2Checkpointer(old.model, old.save_dir, **old.checkpointables)
         built = super().build_hooks()
         keep = self.cfg.SOLVER.CHECKPOINTS_TO_KEEP
-        for (
-            h
-        ) in built:  # fvcore's checkpointer removes the older periodic files (model_final stays)
+        # fvcore's checkpointer removes the older periodic files (model_final stays)
+        for h in built:
             if isinstance(h, hooks.PeriodicCheckpointer) and keep > 0:
                 h.max_to_keep = keep
         return built

@@ -22,6 +22,7 @@ from ...data import DeepFashion2FormatError, DeepFashion2Mapper
 from ...engine import DeepFashion2Checkpointer
 from ...errors import FileError
 from ...evaluation.retrieval_evaluator import best_detections
+from ...export import to_instances
 from ...model_zoo import sha256_of
 from ...modeling import with_tta
 
@@ -256,20 +257,16 @@ class ExportedEmbedder(_Policy):
             except UnreadableImageError as e:
                 out.append(e)
                 continue
-            found = self.model(rgb)
-            order = np.argsort(-found["scores"], kind="stable")
-            order = order[found["scores"][order] >= min_score][:limit]
-            out.append((found["boxes"][order].astype(np.float64),
-                        found["categories"][order].astype(np.int64),
-                        found["scores"][order].astype(np.float64),
-                        found["embeddings"][order].astype(np.float32)))  # fmt: skip
+            inst = to_instances(self.model(rgb), rgb.shape[:2])
+            out.append(best_detections(inst, min_score, limit))  # as GarmentEmbedder chooses
         return out
 
 
 def read_rgb(path: str) -> np.ndarray:
-    """A file's pixels (H, W, 3) uint8 RGB, after :func:`check_image`'s checks."""
+    """A file's pixels (H, W, 3) uint8 RGB, after :func:`check_image`'s checks (first: opening
+    a FIFO would block)."""
+    check_image(path)
     with open(path, "rb") as f:
-        check_image(path)
         return decode_image(f.read(), path)
 
 
