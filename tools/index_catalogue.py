@@ -14,6 +14,16 @@ file, more than 50 MP by its header) is skipped, listed at the end and recorded 
 ``--retry-skipped`` tries those again. Symbolic links are followed (files and folders; a folder
 reached twice is read once). Another image folder or other weights are refused for an existing
 catalogue. Search it with ``tools/search.py``.
+
+Products (docs/CATALOGUE.md): ``--products products.csv`` (columns ``image``, ``product`` and the
+product's fields) makes search results products with their fields; run with ``--output CAT`` and
+no ``--images`` it updates the fields without embedding anything again; ``--sync`` removes the
+images the file no longer lists; ``--remove ids.txt`` removes products (one id per line). Each
+update is atomic, and a running ``tools/serve.py`` serves it without a restart.
+
+Across machines (Detectron2's launcher, as training): ``--num-machines 2 --machine-rank R
+--dist-url tcp://HOST:PORT`` on each, with ``--images`` and ``--output`` on a file system they
+share at the same path.
 """
 
 from __future__ import annotations
@@ -25,8 +35,9 @@ import sys
 import _tool  # noqa: F401  (first: hides torch's warnings about its own internals)
 from detectron2.utils.logger import setup_logger
 
-from deepfashion2.apps.catalogue import index_images
+from deepfashion2.apps.catalogue import index_images, update_products
 from deepfashion2.config import load_config
+from deepfashion2.retrieval import Catalogue
 from deepfashion2.utils.cli import fail, tool_main
 
 
@@ -37,22 +48,45 @@ def main(argv=None):
     p.add_argument(
         "--model", help="or an exported model: .onnx / .ts (tools/deploy/export_model.py)"
     )
-    p.add_argument("--images", required=True, help="folder of shop images (searched recursively)")
+    p.add_argument("--images", help="folder of shop images (searched recursively)")
     p.add_argument("--output", default="catalogue", help="the catalogue folder")
-    p.add_argument("--num-gpus", type=int, default=1, help="processes (GPUs, or CPU processes)")
+    p.add_argument(
+        "--num-gpus", type=int, default=1, help="processes per machine (GPUs, or CPU processes)"
+    )
+    p.add_argument("--num-machines", type=int, default=1)
+    p.add_argument("--machine-rank", type=int, default=0, help="this machine's rank")
+    p.add_argument(
+        "--dist-url", default="auto", help="the first machine's tcp://HOST:PORT (many machines)"
+    )
+    p.add_argument("--products", help="CSV: image, product, then the product's fields")
+    p.add_argument(
+        "--sync", action="store_true", help="with --products: remove images it does not list"
+    )
+    p.add_argument("--remove", help="a file of product ids to remove, one per line")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--retry-skipped", action="store_true", help="try unreadable images again")
     p.add_argument(
         "--lenient",
         action="store_true",
-        help="skip damaged shards (their images are indexed again) instead of stopping",
+        help="skip damaged shards (their images are indexed again), bad product rows and"
+        " unknown ids (counted) instead of stopping",
     )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
+    update = bool(args.products or args.remove)
+    if args.sync and not args.products:
+        p.error("--sync needs --products")
+    if args.images is None:
+        if not update:
+            p.error("--images: the folder of shop images to index (or --products / --remove to"
+                    " update a catalogue)")  # fmt: skip
+        return _update(args)
     if bool(args.config_file) == bool(args.model):
         p.error("give --config-file (and MODEL.WEIGHTS), or --model, not both")
     if not os.path.isdir(args.images):
         fail(f"{args.images}: not a folder", "--images takes the folder of shop images")
+    if args.num_machines > 1 and args.dist_url == "auto":
+        p.error("--num-machines > 1 needs --dist-url tcp://HOST:PORT of machine 0")
     setup_logger(name="deepfashion2")
     cfg = load_config(args.config_file, args.opts) if args.config_file else None
     # other weights or folder, damage, a full disk: one line (utils.cli)
@@ -66,11 +100,36 @@ def main(argv=None):
         retry_skipped=args.retry_skipped,
         lenient=args.lenient,
         model=args.model,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
     )
     skipped = len(cat.skipped_images())
     print(
         f"{args.output}: {len(cat)} garments in {len(cat.entries().images)} images"
         + (f"; {skipped} unreadable images skipped" if skipped else ""),
+        file=sys.stderr,
+    )
+    if update and args.machine_rank == 0:
+        _update(args)
+    return cat
+
+
+def _update(args):
+    if not os.path.isfile(os.path.join(args.output, "catalogue.json")):
+        fail(f"{args.output}: not a catalogue", "index shop images into it first: --images DIR")
+    for given in (args.products, args.remove):
+        if given and not os.path.isfile(given):
+            fail(f"{given}: no such file")
+    setup_logger(name="deepfashion2")
+    cat = Catalogue(args.output)
+    done = update_products(
+        cat, args.products, sync=args.sync, remove=args.remove, lenient=args.lenient
+    )
+    print(
+        f"{args.output}: {done['products']} products over {done['images']} images; "
+        f"{done['removed']} images removed ({done['newly_removed']} now)"
+        + (f"; {done['skipped']} rows or ids skipped" if done["skipped"] else ""),
         file=sys.stderr,
     )
     return cat

@@ -80,6 +80,11 @@ def main(argv=None) -> dict:
         action="store_true",
         help="rank the whole catalogue, not only items of the garment's predicted category",
     )
+    p.add_argument(
+        "--filter",
+        help="only items that satisfy it, e.g. 'available == true and price <= 50' (fields of"
+        " the products file; category; product)",
+    )
     p.add_argument("--min-score", type=float, default=None, help="default 0.5")
     p.add_argument("--max-garments", type=int, default=None, help="default 5")
     p.add_argument(
@@ -114,9 +119,10 @@ def main(argv=None) -> dict:
             same_category=False if args.all_categories else None,
             image_root=args.images,
             model=args.model,
+            where=args.filter,
             **policy,
         )
-    except ValueError as e:  # a policy out of range (min-score, max-garments)
+    except ValueError as e:  # a policy out of range (min-score, max-garments), a bad filter
         if isinstance(e, DeepFashion2Error):
             raise
         fail(str(e))

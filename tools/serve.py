@@ -41,6 +41,12 @@ def main(argv=None) -> None:
     p.add_argument(
         "--model", help="the exported model (.onnx / .ts) the catalogue was indexed with"
     )
+    p.add_argument(
+        "--parallel",
+        type=int,
+        help="inferences at once per process, exported ONNX models only (default: one per core,"
+        " shared among --workers)",
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     args = p.parse_args(argv)
     import uvicorn
@@ -50,6 +56,7 @@ def main(argv=None) -> None:
         ENV_IMAGES,
         ENV_MODEL,
         ENV_OPTS,
+        ENV_PARALLEL,
         create_app,
     )
     from deepfashion2.apps.serve.guard import HeaderTimeoutProtocol
@@ -57,10 +64,14 @@ def main(argv=None) -> None:
     opts = list(args.opts)
     if "MODEL.DEVICE" not in opts[::2]:
         opts += ["MODEL.DEVICE", "cuda" if torch.cuda.is_available() else "cpu"]
+    parallel = args.parallel
+    if parallel is None and args.workers > 1 and (args.model or "").endswith(".onnx"):
+        parallel = max(1, (os.cpu_count() or 1) // args.workers)  # the cores, shared
     if args.workers > 1:  # each worker process builds the app from the environment
         os.environ[ENV_CATALOGUE], os.environ[ENV_OPTS] = args.catalogue, json.dumps(opts)
         os.environ[ENV_IMAGES] = args.images or ""
         os.environ[ENV_MODEL] = args.model or ""
+        os.environ[ENV_PARALLEL] = str(parallel or "")
         uvicorn.run(
             "deepfashion2.apps.serve.app:app_from_environment",
             factory=True,
@@ -71,7 +82,7 @@ def main(argv=None) -> None:
         )
         return
     app = create_app(
-        args.catalogue, opts, image_root=args.images, model=args.model
+        args.catalogue, opts, image_root=args.images, model=args.model, parallel=parallel
     )  # errors: one line
     print(f"Serving {args.catalogue} on http://{args.host}:{args.port}/", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, http=HeaderTimeoutProtocol)

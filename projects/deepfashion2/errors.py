@@ -32,6 +32,11 @@ class DeepFashion2Error(Exception):
 
     hint: str = ""
 
+    def __init__(self, *args, hint: str = ""):
+        super().__init__(*args)
+        if hint:
+            self.hint = hint
+
 
 class FileError(DeepFashion2Error):
     """

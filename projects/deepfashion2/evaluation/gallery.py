@@ -85,15 +85,29 @@ class GalleryIndex:
             raise ValueError("its ids are not the gallery's rows, each once")
         return self
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``allowed``: (size,) bool, the rows a result may be (a filter, applied before the
+        top-k: the k best allowed rows, not the allowed ones among the k best)."""
         q = np.ascontiguousarray(queries, dtype=np.float32).reshape(-1, self.dim)
-        kk = min(k, self.size)
+        n = self.size if allowed is None else int(np.count_nonzero(allowed))
+        kk = min(k, n)
         if kk == 0 or len(q) == 0:
             scores, ids = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         elif self.kind == "exact":
-            scores, ids = _exact(self._emb, torch.from_numpy(q), kk)
-        else:
+            scores, ids = _exact(self._emb, torch.from_numpy(q), kk, allowed)
+        elif allowed is None:
             scores, ids = self._index.search(q, kk)
+        else:
+            import faiss
+
+            bits = np.packbits(allowed.astype(np.uint8), bitorder="little")
+            params = faiss.SearchParametersIVF(
+                sel=faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits)),
+                nprobe=self._index.nprobe,
+            )
+            scores, ids = self._index.search(q, kk, params=params)
         if kk < k:  # pad like FAISS does
             pad = k - kk
             scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
@@ -101,11 +115,15 @@ class GalleryIndex:
         return scores, ids.astype(np.int64)
 
 
-def _exact(gallery: torch.Tensor, queries: torch.Tensor, k: int, block: int = 2048):
+def _exact(gallery: torch.Tensor, queries: torch.Tensor, k: int, allowed=None, block: int = 2048):
     scores, ids = [], []
+    barred = None if allowed is None else torch.from_numpy(~np.asarray(allowed, bool))
     with torch.no_grad():
         for s in range(0, len(queries), block):
-            v, i = torch.topk(queries[s : s + block] @ gallery.T, k, dim=1)
+            sims = queries[s : s + block] @ gallery.T
+            if barred is not None:
+                sims[:, barred] = -torch.inf
+            v, i = torch.topk(sims, k, dim=1)
             scores.append(v.numpy())
             ids.append(i.numpy())
     return np.concatenate(scores), np.concatenate(ids)
@@ -158,8 +176,11 @@ class GroupedIndex:
             return {-1: np.arange(len(self.categories))}
         return {int(c): np.flatnonzero(self.categories == c) for c in np.unique(self.categories)}
 
-    def search(self, queries: np.ndarray, categories: np.ndarray, k: int):
-        """(scores, rows), each (Q, k), best first; rows are gallery rows, -1 = none."""
+    def search(
+        self, queries: np.ndarray, categories: np.ndarray, k: int, allowed: np.ndarray | None = None
+    ):
+        """(scores, rows), each (Q, k), best first; rows are gallery rows, -1 = none.
+        ``allowed``: (N,) bool over the gallery rows, applied before the top-k."""
         q = np.asarray(queries, dtype=np.float32)
         scores = np.full((len(q), k), -np.inf, dtype=np.float32)
         rows = -np.ones((len(q), k), np.int64)
@@ -169,7 +190,8 @@ class GroupedIndex:
             sel = cats == c
             if index is None or not sel.any():
                 continue
-            s, ids = index.search(q[sel], k)
+            sub = None if allowed is None else allowed[self.rows[int(c)]]
+            s, ids = index.search(q[sel], k, sub)
             scores[sel] = s
             rows[sel] = np.where(ids >= 0, self.rows[int(c)][np.maximum(ids, 0)], -1)
         return scores, rows

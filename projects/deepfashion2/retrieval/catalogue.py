@@ -10,6 +10,8 @@ On disk (``CAT_DIR``)::
     shards/<name>/      one batch of indexed images (:mod:`.shards`)
     index/<kind>-<key>/ the search index of the shards whose content hashes to <key>
                         (:mod:`.saved_index`)
+    products/<name>/    the products (their images, fields, removals) named in catalogue.json
+                        (:mod:`.products`): swapped atomically on each update
 
 A catalogue is data, never code, and a damaged one is refused, never answered from:
 
@@ -40,15 +42,19 @@ import hashlib
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import printable
 from ..evaluation.gallery import EXACT_MAX, GroupedIndex
-from ..utils.checked import CheckedFolderError, read_json, write_bytes
+from ..utils.checked import CheckedFolderError, read_json, remove_folder, write_bytes
 from ..utils.files import locked, remove_dead_temporaries, write_json_atomic
 from .errors import CatalogueError, CatalogueMismatchError
+from .filters import parse_filter, row_mask
+from .products import KIND as PRODUCTS_KIND
+from .products import Products, column
 from .saved_index import load_index, save_index
 from .shards import COLUMNS, Shard, read_shard, stack, write_shard
 
@@ -105,6 +111,8 @@ class Catalogue:
         self._shard_cache: dict[str, Shard] = {}
         self._entries: CatalogueEntries | None = None
         self._indexes: dict[bool, GroupedIndex] = {}  # by same_category
+        self._products: Products | None = None
+        self._rows: dict | None = None  # per row: product, live; per product: fields
 
     @classmethod
     def create(
@@ -143,7 +151,9 @@ class Catalogue:
 
     @property
     def identity(self) -> dict:
-        return {k: v for k, v in self.meta.items() if k not in ("format", "images_root")}
+        return {
+            k: v for k, v in self.meta.items() if k not in ("format", "images_root", "products")
+        }
 
     @property
     def images_root(self) -> str:
@@ -213,7 +223,7 @@ class Catalogue:
         after resolving links, if it is still the file that was indexed (same size); else None.
         """
         e = self.entries()
-        if not 0 <= item < len(e):
+        if not 0 <= item < len(e) or not self.rows()["live"][item]:
             return None
         return self._image_file(root, int(e.image[item]))
 
@@ -274,7 +284,7 @@ class Catalogue:
             self.meta["weights_sha256"],
             self.embed_dim,
         )
-        self._entries, self._indexes = None, {}
+        self._entries, self._indexes, self._rows = None, {}, None
 
     def remove_unfinished(self) -> None:
         """Temporary shard folders of runs that were killed while writing."""
@@ -337,31 +347,131 @@ class Catalogue:
         self._indexes[same_category] = index
         return index
 
+    # -- products ------------------------------------------------------------------------------
+
+    @property
+    def products(self) -> Products:
+        """The catalogue's products (empty: every image is its own product)."""
+        if self._products is None:
+            name = self.meta.get("products")
+            if name is None:
+                self._products = Products()
+            else:
+                if not (isinstance(name, str) and _PRODUCTS_NAME.fullmatch(name)):
+                    raise CatalogueError(
+                        os.path.join(self.folder, "catalogue.json"), "products: not a table name"
+                    )
+                self._products = Products.read(os.path.join(self.folder, "products", name))
+        return self._products
+
+    def set_products(self, table: Products) -> None:
+        """
+        Make ``table`` the catalogue's products: a new folder, then ``catalogue.json`` swapped to
+        name it (atomic: a reader sees the old table or the new one), then the old folder
+        removed. Under the catalogue's lock, so that two updates do not lose one another.
+        """
+        parent = os.path.join(self.folder, "products")
+        with locked(os.path.join(self.folder, ".lock")):
+            os.makedirs(parent, exist_ok=True)
+            remove_dead_temporaries(parent)
+            name = table.write(parent)
+            path = os.path.join(self.folder, "catalogue.json")
+            meta = read_json(path)
+            meta["products"] = name
+            write_json_atomic(path, meta)
+            for other in os.listdir(parent):  # the previous table, and any a kill left
+                if other != name:
+                    remove_folder(parent, other, PRODUCTS_KIND, _PRODUCTS_NAME)
+        self.meta = meta
+        self._products, self._rows = table, None
+
+    def rows(self) -> dict:
+        """
+        Per row of :meth:`entries`: ``product`` (R,) index into ``product_ids``, ``live`` (R,)
+        bool (not removed); per product: ``columns`` (field -> values), ``photos`` (its images
+        not removed); ``grouped``: whether a products file named any image (results are then one
+        per product).
+        """
+        if self._rows is None:
+            e, table = self.entries(), self.products
+            pid_of_image = [table.product_of(p) for p in e.images]
+            ids = sorted(set(pid_of_image))
+            number = {p: i for i, p in enumerate(ids)}
+            image_pid = np.array([number[p] for p in pid_of_image], np.int64)
+            live_image = np.array([p not in table.removed for p in e.images], bool)
+            photos = np.bincount(image_pid[live_image], minlength=len(ids))
+            self._rows = {
+                "product_ids": ids,
+                "product": image_pid[e.image] if len(e.images) else np.zeros(0, np.int64),
+                "live": live_image[e.image] if len(e.images) else np.zeros(0, bool),
+                "photos": photos,
+                "columns": {
+                    f: column([table.products.get(p, {}).get(f) for p in ids], kind)
+                    for f, kind in table.fields.items()
+                },
+                "grouped": bool(table.images),
+            }
+        return self._rows
+
+    def allowed(self, where: str | None = None) -> np.ndarray | None:
+        """(R,) bool: the rows a search may return (not removed, and the filter ``where``:
+        :mod:`.filters`), or None when that is every row. A bad filter: :class:`FilterError`."""
+        rows = self.rows()
+        mask = None if rows["live"].all() else rows["live"].copy()
+        if where:
+            clauses = parse_filter(where, self.products.fields)
+            hit = row_mask(clauses, self.entries().categories, rows["product"],
+                           rows["product_ids"], rows["columns"])  # fmt: skip
+            mask = hit if mask is None else mask & hit
+        return mask
+
+    # -- searching -------------------------------------------------------------------------------
+
     def search_rows(
-        self, embeddings: np.ndarray, categories: np.ndarray, k: int = 20, same_category=True
+        self,
+        embeddings: np.ndarray,
+        categories: np.ndarray,
+        k: int = 20,
+        same_category=True,
+        where: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(similarities, rows), each (Q, k), best first; rows of :meth:`entries`, -1 = none."""
+        """
+        (similarities, rows), each (Q, k), best first; rows of :meth:`entries`, -1 = none. Only
+        rows that are not removed and satisfy the filter ``where``, chosen before the top-k;
+        one row per product (its best) where the catalogue has products.
+        """
         if not (isinstance(k, (int, np.integer)) and 1 <= k <= MAX_TOP_K):
             raise ValueError(f"top-k must be an integer from 1 to {MAX_TOP_K}, got {k!r}")
         q = np.asarray(embeddings, np.float32)
         if not np.isfinite(q).all():
             raise ValueError("the model gave a non-finite embedding: its weights are damaged")
-        sims, rows = self.index(same_category).search(q, categories, int(k))
+        allowed = self.allowed(where)
+        index, rows = self.index(same_category), self.rows()
+        if rows["grouped"]:
+            sims, found = best_per_group(index, q, categories, int(k), allowed, rows["product"])
+        else:
+            sims, found = index.search(q, categories, int(k), allowed)
         # unit vectors: a cosine, within float rounding of [-1, 1]
-        return np.clip(sims, -1.0, 1.0), rows
+        return np.clip(sims, -1.0, 1.0), found
 
     def search(
-        self, embeddings: np.ndarray, categories: np.ndarray, k: int = 20, same_category=True
+        self,
+        embeddings: np.ndarray,
+        categories: np.ndarray,
+        k: int = 20,
+        same_category=True,
+        where: str | None = None,
     ) -> list[list[dict]]:
         """
         For each query garment, its top-k catalogue items: ``item`` (the row of
-        :meth:`entries`, stable while the catalogue is unchanged), image (printable: bytes that
-        are not UTF-8 as ``\\xNN``), box, category, detection score, similarity.
+        :meth:`entries`, stable while the catalogue's shards are unchanged), image (printable:
+        bytes that are not UTF-8 as ``\\xNN``), box, category, detection score, similarity,
+        ``product`` (``{"id", fields...}``) and ``other_photos`` (the product's other images).
         """
-        sims, rows = self.search_rows(embeddings, categories, k, same_category)
-        e = self.entries()
+        sims, found = self.search_rows(embeddings, categories, k, same_category, where)
+        e, rows, table = self.entries(), self.rows(), self.products
         out = []
-        for q_sims, q_rows in zip(sims.tolist(), rows.tolist()):
+        for q_sims, q_rows in zip(sims.tolist(), found.tolist()):
             out.append(
                 [
                     {
@@ -371,6 +481,8 @@ class Catalogue:
                         "category": int(e.categories[r]),
                         "score": float(e.scores[r]),
                         "similarity": float(s),
+                        "product": table.describe(rows["product_ids"][rows["product"][r]]),
+                        "other_photos": int(rows["photos"][rows["product"][r]]) - 1,
                     }
                     for s, r in zip(q_sims, q_rows)
                     if r >= 0
@@ -379,7 +491,38 @@ class Catalogue:
         return out
 
 
+def best_per_group(index, q: np.ndarray, categories, k: int, allowed, group: np.ndarray):
+    """
+    The k best rows of k distinct groups (products) per query, best first: the index is asked
+    for more rows (x4 each time) until k groups are found or every allowed row was seen.
+    ``index.search(q, categories, k, allowed)`` as :class:`GroupedIndex`'s.
+    """
+    n = len(group) if allowed is None else int(np.count_nonzero(allowed))
+    sims = np.full((len(q), k), -np.inf, np.float32)
+    out = -np.ones((len(q), k), np.int64)
+    cats = np.asarray(categories)
+    todo, want = np.arange(len(q)), min(4 * k, max(n, 1))
+    while len(todo):
+        s, r = index.search(q[todo], cats[todo], want, allowed)
+        again = []
+        for j, qi in enumerate(todo.tolist()):
+            seen: set[int] = set()
+            for sim, row in zip(s[j].tolist(), r[j].tolist()):
+                if row < 0 or len(seen) == k:
+                    break
+                g = int(group[row])
+                if g not in seen:
+                    sims[qi, len(seen)], out[qi, len(seen)] = sim, row
+                    seen.add(g)
+            if len(seen) < k and want < n and r[j][-1] >= 0:
+                again.append(qi)  # the rows asked for were all there: more may be
+        todo, want = np.array(again, np.int64), min(want * 4, n)
+    return sims, out
+
+
 # -- the folder --------------------------------------------------------------------------------
+
+_PRODUCTS_NAME = re.compile(r"\d{20}-[0-9a-f]{8}")
 
 # what the project reads or writes in a catalogue folder, and what each must be
 _LAYOUT = {
@@ -388,6 +531,7 @@ _LAYOUT = {
     ".lock": "file",
     "shards": "folder",
     "index": "folder",
+    "products": "folder",
 }
 
 

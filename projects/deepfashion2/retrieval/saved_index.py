@@ -21,6 +21,7 @@ from ..utils.checked import (
     remove_folder,
     write_folder,
 )
+from ..utils.files import remove_dead_temporaries
 from .errors import CatalogueError
 from .shards import UNIT_TOLERANCE
 
@@ -71,6 +72,7 @@ def save_index(index: GroupedIndex, root: str, name: str) -> None:
         if os.path.islink(root):  # checked at open too; never write through a link
             raise CatalogueError(root, "a link (refused)")
         os.makedirs(root, exist_ok=True)
+        remove_dead_temporaries(root)  # what a process killed while saving or removing left
         write_folder(root, name, index.to_files(), kind=KIND)
     except OSError as e:  # read-only, a full disk, or another process saved it meanwhile
         if not os.path.isdir(os.path.join(root, name)):

@@ -22,7 +22,7 @@ import zlib
 import numpy as np
 
 from ..errors import FileError
-from .files import temporary_folder
+from .files import temporary_folder, temporary_prefix
 
 MANIFEST = "manifest.json"
 MAX_MANIFEST_BYTES = 16 << 20
@@ -216,7 +216,9 @@ def _npy_header(f, where: str):
 def remove_folder(parent: str, name: str, kind: str, pattern: re.Pattern) -> bool:
     """
     Remove ``parent/name`` only if it is one of ours: a name ``pattern`` matches, a plain folder
-    (never through a link) with a manifest of ``kind``. Whether it was removed.
+    (never through a link) with a manifest of ``kind``. Whether it was removed. Renamed to this
+    process's temporary name first: a kill while deleting leaves a temporary that
+    :func:`..files.remove_dead_temporaries` removes, never a half-deleted folder of ours.
     """
     path = os.path.join(parent, name)
     if not pattern.fullmatch(name):
@@ -225,7 +227,12 @@ def remove_folder(parent: str, name: str, kind: str, pattern: re.Pattern) -> boo
         read_manifest(path, kind)
     except CheckedFolderError:
         return False
-    shutil.rmtree(path, ignore_errors=True)
+    doomed = os.path.join(parent, f"{temporary_prefix()}removing-{name}")
+    try:
+        os.rename(path, doomed)
+    except OSError:
+        return False
+    shutil.rmtree(doomed, ignore_errors=True)
     return True
 
 

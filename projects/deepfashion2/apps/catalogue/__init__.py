@@ -5,6 +5,7 @@ with a trained model (:mod:`.indexing`), then search it with consumer photos (:m
 
 from .embed import GarmentEmbedder, UnreadableImageError, model_identity
 from .indexing import index_images
+from .products import update_products
 from .search import search_photos
 
 __all__ = [
@@ -13,4 +14,5 @@ __all__ = [
     "index_images",
     "model_identity",
     "search_photos",
+    "update_products",
 ]

@@ -219,7 +219,7 @@ class ExportedEmbedder(_Policy):
     catalogue indexed with one form of a model is searched with that form.
     """
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, threads: int | None = None):
         from deepfashion2_runtime import ExportedModel
 
         if not os.path.isfile(path):
@@ -227,7 +227,7 @@ class ExportedEmbedder(_Policy):
                 path, "no such exported model", "tools/deploy/export_model.py writes one"
             )
         self.path = path
-        self.model = ExportedModel(path)
+        self.model = ExportedModel(path, threads)
         meta = self.model.meta
         if "embeddings" not in self.model.outputs:
             raise ValueError(f"{path}: exported without a matching head (MODEL.MATCH_ON False)")

@@ -27,6 +27,9 @@ def index_images(
     retry_skipped: bool = False,
     lenient: bool = False,
     model: str | None = None,
+    num_machines: int = 1,
+    machine_rank: int = 0,
+    dist_url: str = "auto",
 ) -> Catalogue:
     """
     Detect and embed every garment of every image under ``images_dir`` (the evaluator's gallery
@@ -35,7 +38,10 @@ def index_images(
     (after an interruption, or when images were added) indexes only the rest. An image that
     cannot be read is skipped, named in the log and recorded in the catalogue, so that a rerun
     does not try it again unless ``retry_skipped``. ``num_procs`` processes (GPUs, or CPU
-    processes) share the work. ``lenient``: damaged shards are skipped (their images indexed
+    processes) share the work, on each of ``num_machines`` machines (Detectron2's launcher:
+    ``machine_rank``, ``dist_url``; the catalogue and the image folder on a file system they
+    share, at the same path): the first process's list of images to do is split among all, each
+    writing its own shards. ``lenient``: damaged shards are skipped (their images indexed
     again) instead of refused. ``model``: an exported model (``.onnx`` / ``.ts``) instead of
     ``cfg``'s (which may then be None).
     """
@@ -51,11 +57,11 @@ def index_images(
     done = cat.indexed_images(with_skipped=not retry_skipped)
     todo = [p for p in list_images(images_dir) if p not in done]
     logger.info(f"Indexing {len(todo)} images ({len(done)} already in {output}).")
-    if todo:
+    if todo or num_machines > 1:  # every machine joins, even one that sees nothing to do
         args = (cfg, images_dir, output, todo, batch_size, images_per_shard, progress, lenient,
                 model)  # fmt: skip
-        if num_procs > 1:
-            launch(_worker, num_procs, dist_url="auto", args=args)
+        if num_procs * num_machines > 1:
+            launch(_worker, num_procs, num_machines, machine_rank, dist_url, args=args)
         else:
             _index_part(*args, rank=0, world=1)
     # the same object: the shards it verified above are not read again, only the new ones
@@ -70,10 +76,15 @@ def index_images(
     return cat
 
 
-def _worker(*args):
+def _worker(cfg, images_dir, output, todo, *rest):
     from detectron2.utils import comm
 
-    _index_part(*args, rank=comm.get_rank(), world=comm.get_world_size())
+    # the first process's list: each machine listed the folder at its own moment, and another
+    # machine's first shards may already be in it, so their lists can differ
+    todo = comm.all_gather(todo if comm.get_rank() == 0 else None)[0]
+    _index_part(cfg, images_dir, output, todo, *rest, rank=comm.get_rank(),
+                world=comm.get_world_size())  # fmt: skip
+    comm.synchronize()  # every machine's shards are in before any reports
 
 
 def _index_part(

@@ -99,16 +99,21 @@ def search(
     min_score: float | None = None,
     max_garments: int | None = None,
     seconds: dict | None = None,
+    where: str | None = None,
 ) -> list[list[dict]]:
     """
     For each photo, its garments (the ``max_garments`` best detections with score >=
     ``min_score``; default: the config's benchmark policy) as ``{"box", "category",
     "category_name", "score", "matches"}``, each with its ``top_k`` catalogue items, within its
-    predicted category unless ``same_category=False`` (default: the catalogue's policy). Raises
-    :class:`UnreadableImageError` for a photo that cannot be read. The one search routine of the
+    predicted category unless ``same_category=False`` (default: the catalogue's policy), among
+    the items that satisfy the filter ``where`` (:mod:`...retrieval.filters`; a bad one raises
+    :class:`FilterError` before any photo is read). Raises :class:`UnreadableImageError` for a
+    photo that cannot be read. The one search routine of the
     command line and the service: the same photo gets the same answer from both.
     """
     check_policy(top_k, min_score, max_garments)
+    if where:
+        cat.allowed(where)  # checked before the model runs
     if same_category is None:
         same_category = cat.meta.get("policy", {}).get("same_category", True)
     t0 = time.perf_counter()
@@ -121,7 +126,7 @@ def search(
     t2 = time.perf_counter()
     out = []
     for boxes, cats, scores, emb in found:
-        matches = cat.search(emb, cats, top_k, same_category)
+        matches = cat.search(emb, cats, top_k, same_category, where)
         out.append(
             [
                 {
@@ -183,6 +188,7 @@ def search_photos(
     max_garments: int | None = None,
     image_root: str | None = None,
     model: str | None = None,
+    where: str | None = None,
 ) -> dict:
     """
     :func:`search` over a catalogue folder, with the catalogue's own model. With ``output``,
@@ -200,6 +206,7 @@ def search_photos(
         min_score=min_score,
         max_garments=max_garments,
         seconds=seconds,
+        where=where,
     )
     out = [{"photo": p, "garments": g} for p, g in zip(photos, found)]
     result = {"catalogue": catalogue_dir, "results": out, "seconds": seconds}
