@@ -22,6 +22,10 @@ from deepfashion2.apps.catalogue import GarmentEmbedder, index_images, search_ph
 from deepfashion2.engine import Trainer
 from deepfashion2.evaluation import RetrievalEvaluator
 from deepfashion2.retrieval import Catalogue, CatalogueMismatchError
+from deepfashion2.retrieval.shards import KIND
+from deepfashion2.utils import checked
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 
 
 @pytest.fixture(scope="module")
@@ -310,3 +314,39 @@ def test_unreadable_images_are_skipped_named_and_not_retried(setup, tmp_path, ca
     retried = index_images(cfg, str(images), str(tmp_path / "cat"), progress=False,
                            retry_skipped=True)  # fmt: skip
     assert set(retried.skipped_images()) == bad
+
+
+@pytest.mark.slow
+def test_two_machines_index_one_catalogue_as_one_process_does(setup):
+    """tools/index_catalogue.py on two "machines" (1 process each, loopback, Detectron2's
+    launcher): each writes its own shards into the one catalogue, which equals a one-process
+    indexing of the same folder."""
+    from deepfashion2 import compat
+
+    cfg, shop, _, tmp = setup
+    url = f"tcp://127.0.0.1:{compat.free_port()}"
+    cat_dir = str(tmp / "two_machines")
+    tool = os.path.join(ROOT, "tools", "index_catalogue.py")
+    machines = [
+        subprocess.Popen(
+            [sys.executable, tool, "--config-file", CONFIG, "--images", shop, "--output", cat_dir,
+             "--num-machines", "2", "--machine-rank", str(rank), "--dist-url", url,
+             "MODEL.WEIGHTS", cfg.MODEL.WEIGHTS],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )  # fmt: skip
+        for rank in (0, 1)
+    ]
+    for m in machines:
+        out, _ = m.communicate(timeout=600)
+        assert m.returncode == 0, out[-3000:]
+    two = Catalogue(cat_dir)
+    shards = [checked.read_manifest(os.path.join(cat_dir, "shards", n), KIND)
+              for n in os.listdir(os.path.join(cat_dir, "shards"))]  # fmt: skip
+    assert len(shards) >= 2  # each machine wrote its own
+    one = index_images(cfg, shop, str(tmp / "one_process"), progress=False)
+    a, b = two.entries(), one.entries()
+    assert a.images == b.images == sorted(os.listdir(shop))
+    np.testing.assert_array_equal(a.image, b.image)
+    np.testing.assert_array_equal(a.categories, b.categories)
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    np.testing.assert_allclose(a.embeddings, b.embeddings, atol=1e-5)

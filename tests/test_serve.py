@@ -401,3 +401,74 @@ def test_only_the_images_that_were_indexed_are_served(server, tmp_path):
     json.dump({**meta, "images_root": "/etc"}, open(tmp_path / "html" / "catalogue.json", "w"))
     with pytest.raises(CatalogueError, match="^/etc: does not hold this catalogue's image"):
         create_app(str(tmp_path / "html"))
+
+
+def _start(app):
+    import uvicorn
+
+    port = compat.free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(300):
+        if srv.started:
+            break
+        time.sleep(0.05)
+    assert srv.started
+    return srv, thread, port
+
+
+def test_products_filters_and_removals_reach_a_running_service(server, tmp_path, capsys):
+    """A products file, a filter in the query, a bad filter (400, one line), and a removal made
+    by tools/index_catalogue.py while the service runs: gone from its answers and its images
+    within a second, without a restart."""
+    from deepfashion2.apps.serve import create_app
+    from deepfashion2.retrieval import Catalogue
+
+    cat = str(tmp_path / "cat")
+    shutil.copytree(server["catalogue"], cat)
+    # a products file is UTF-8: the image whose name is not stays its own product
+    images = [p for p in Catalogue(cat).entries().images if p.isprintable() and p.isascii()]
+    # P0: the first two photos; then one product per photo, two in three available
+    rows = [f"{img},P{p},{p},{'true' if p % 3 else 'false'}"
+            for p, img in ((max(i - 1, 0), img) for i, img in enumerate(images))]  # fmt: skip
+    products = tmp_path / "products.csv"
+    products.write_text("image,product,price,available\n" + "\n".join(rows) + "\n")
+    tool = script_module("tools/index_catalogue.py")
+    tool.main(["--output", cat, "--products", str(products)])
+    srv, thread, port = _start(create_app(cat))
+    try:
+        photo = open(server["users"][0], "rb").read()
+        query = "min_score=0&max_garments=2&top_k=5&all_categories=true"
+        status, answer = search(port, photo, query)
+        assert status == 200
+        matches = [m for g in answer["garments"] for m in g["matches"]]
+        for m in matches:  # the photo without a row is its own product, without fields
+            fields = {"id", "price", "available"} if m["image"] in images else {"id"}
+            assert set(m["product"]) == fields
+        for g in answer["garments"]:
+            ids = [m["product"]["id"] for m in g["matches"]]
+            assert len(ids) == len(set(ids)) == 5
+        status, filtered = search(port, photo, query + "&filter=available%20%3D%3D%20true")
+        got = [m for g in filtered["garments"] for m in g["matches"]]
+        assert status == 200 and len(got) == len(matches)  # k results, all satisfying it
+        assert all(m["product"]["available"] is True for m in got)
+        status, bad = search(port, photo, query + "&filter=colour%20%3D%3D%20red")
+        assert status == 400 and bad["error"].startswith("filter: unknown field 'colour'")
+        # sold out while serving: removed by the tool, gone without a restart
+        best = next(m for m in answer["garments"][0]["matches"] if m["image"] in images)
+        (tmp_path / "sold.txt").write_text(best["product"]["id"] + "\n")
+        tool.main(["--output", cat, "--remove", str(tmp_path / "sold.txt")])
+        time.sleep(1.1)  # the service looks at most once a second
+        status, after = search(port, photo, query)
+        assert status == 200
+        assert best["product"]["id"] not in {
+            m["product"]["id"] for g in after["garments"] for m in g["matches"]
+        }
+        assert len(after["garments"][0]["matches"]) == 5
+        status, _, _ = _request(port, "GET", f"/items/{best['item']}/image")
+        assert status == 404
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    capsys.readouterr()

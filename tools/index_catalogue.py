@@ -63,6 +63,17 @@ def main(argv=None):
         "--sync", action="store_true", help="with --products: remove images it does not list"
     )
     p.add_argument("--remove", help="a file of product ids to remove, one per line")
+    p.add_argument(
+        "--milvus",
+        help="keep the vectors in Milvus: a Milvus Lite file (NAME.db) or http://HOST:19530",
+    )
+    p.add_argument("--milvus-collection", help="default: df2_ and a digest of --output's path")
+    p.add_argument(
+        "--milvus-index",
+        choices=("HNSW", "FLAT"),
+        default="HNSW",
+        help="HNSW (default: recall@20 0.99+, fast) or FLAT (exact, the folder's answers)",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--retry-skipped", action="store_true", help="try unreadable images again")
     p.add_argument(
@@ -77,6 +88,8 @@ def main(argv=None):
     if args.sync and not args.products:
         p.error("--sync needs --products")
     if args.images is None:
+        if args.milvus:
+            return _update(args)
         if not update:
             p.error("--images: the folder of shop images to index (or --products / --remove to"
                     " update a catalogue)")  # fmt: skip
@@ -104,6 +117,8 @@ def main(argv=None):
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
     )
+    if args.milvus and args.machine_rank == 0:
+        _to_milvus(cat, args)
     skipped = len(cat.skipped_images())
     print(
         f"{args.output}: {len(cat)} garments in {len(cat.entries().images)} images"
@@ -123,6 +138,10 @@ def _update(args):
             fail(f"{given}: no such file")
     setup_logger(name="deepfashion2")
     cat = Catalogue(args.output)
+    if args.milvus:
+        _to_milvus(cat, args)
+    if not (args.products or args.remove):
+        return cat
     done = update_products(
         cat, args.products, sync=args.sync, remove=args.remove, lenient=args.lenient
     )
@@ -133,6 +152,28 @@ def _update(args):
         file=sys.stderr,
     )
     return cat
+
+
+def _to_milvus(cat, args) -> None:
+    """Record where the catalogue's vectors live, then make the collection equal to it."""
+    import hashlib
+
+    from deepfashion2.retrieval.milvus import push
+
+    uri = args.milvus
+    if not uri.startswith(("http://", "https://", "tcp://")):
+        uri = os.path.abspath(uri)  # a Milvus Lite file, wherever search runs from
+    name = (
+        args.milvus_collection
+        or "df2_"
+        + hashlib.sha1(
+            os.path.realpath(args.output).encode("utf-8", "surrogateescape")
+        ).hexdigest()[:12]
+    )
+    cat.use_milvus(uri, name, args.milvus_index)
+    done = push(cat)
+    print(f"{uri} {name}: {done['rows']} garments ({done['inserted']} inserted, "
+          f"{done['updated']} updated, {done['deleted']} deleted)", file=sys.stderr)  # fmt: skip
 
 
 if __name__ == "__main__":

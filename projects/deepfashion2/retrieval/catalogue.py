@@ -112,6 +112,9 @@ class Catalogue:
         self._entries: CatalogueEntries | None = None
         self._indexes: dict[bool, GroupedIndex] = {}  # by same_category
         self._products: Products | None = None
+        self._milvus = None
+        self._keys: np.ndarray | None = None
+        self._key_row: dict | None = None
         self._rows: dict | None = None  # per row: product, live; per product: fields
 
     @classmethod
@@ -151,9 +154,8 @@ class Catalogue:
 
     @property
     def identity(self) -> dict:
-        return {
-            k: v for k, v in self.meta.items() if k not in ("format", "images_root", "products")
-        }
+        where = ("format", "images_root", "products", "milvus")  # what it is, not who built it
+        return {k: v for k, v in self.meta.items() if k not in where}
 
     @property
     def images_root(self) -> str:
@@ -285,6 +287,7 @@ class Catalogue:
             self.embed_dim,
         )
         self._entries, self._indexes, self._rows = None, {}, None
+        self._keys = self._key_row = None
 
     def remove_unfinished(self) -> None:
         """Temporary shard folders of runs that were killed while writing."""
@@ -385,6 +388,46 @@ class Catalogue:
         self.meta = meta
         self._products, self._rows = table, None
 
+    # -- Milvus ----------------------------------------------------------------------------------
+
+    @property
+    def uses_milvus(self) -> bool:
+        return isinstance(self.meta.get("milvus"), dict)
+
+    def use_milvus(self, uri: str, collection: str, index: str = "HNSW") -> None:
+        """Record that the catalogue's vectors live in Milvus at ``uri`` (:mod:`.milvus`)."""
+        with locked(os.path.join(self.folder, ".lock")):
+            path = os.path.join(self.folder, "catalogue.json")
+            meta = read_json(path)
+            meta["milvus"] = {"uri": uri, "collection": collection, "index": index}
+            write_json_atomic(path, meta)
+        self.meta, self._milvus = meta, None
+
+    def milvus(self):
+        """The catalogue's :class:`.milvus.MilvusStore` (checked against its model)."""
+        if self._milvus is None:
+            from .milvus import MilvusStore
+
+            where = self.meta.get("milvus")
+            if not (isinstance(where, dict) and all(isinstance(where.get(k), str)
+                                                    for k in ("uri", "collection"))):  # fmt: skip
+                raise CatalogueError(
+                    os.path.join(self.folder, "catalogue.json"), "milvus: uri and collection"
+                )
+            self._milvus = MilvusStore(
+                where["uri"], where["collection"], self.meta, where.get("index", "HNSW")
+            )
+        return self._milvus
+
+    def garment_keys(self) -> np.ndarray:
+        """(R,) each row's stable key (:func:`.milvus.garment_keys`)."""
+        if self._keys is None:
+            from .milvus import garment_keys
+
+            e = self.entries()
+            self._keys = garment_keys(e.images, e.image)
+        return self._keys
+
     def rows(self) -> dict:
         """
         Per row of :meth:`entries`: ``product`` (R,) index into ``product_ids``, ``live`` (R,)
@@ -445,6 +488,8 @@ class Catalogue:
         q = np.asarray(embeddings, np.float32)
         if not np.isfinite(q).all():
             raise ValueError("the model gave a non-finite embedding: its weights are damaged")
+        if self.uses_milvus:
+            return self._search_milvus(q, categories, int(k), same_category, where)
         allowed = self.allowed(where)
         index, rows = self.index(same_category), self.rows()
         if rows["grouped"]:
@@ -452,6 +497,19 @@ class Catalogue:
         else:
             sims, found = index.search(q, categories, int(k), allowed)
         # unit vectors: a cosine, within float rounding of [-1, 1]
+        return np.clip(sims, -1.0, 1.0), found
+
+    def _search_milvus(self, q, categories, k: int, same_category, where):
+        clauses = parse_filter(where, self.products.fields) if where else []
+        rows = self.rows()
+        sims, keys = self.milvus().search(q, categories, k, same_category, clauses,
+                                          rows["grouped"])  # fmt: skip
+        if self._key_row is None:
+            self._key_row = {int(key): r for r, key in enumerate(self.garment_keys().tolist())}
+        found = np.array([[self._key_row.get(int(x), -1) for x in line] for line in keys.tolist()],
+                         np.int64).reshape(keys.shape)  # fmt: skip
+        # a row Milvus holds and the folder no longer serves (a push not yet made): not shown
+        found[(found >= 0) & ~rows["live"][np.maximum(found, 0)]] = -1
         return np.clip(sims, -1.0, 1.0), found
 
     def search(

@@ -37,7 +37,9 @@ from ..utils.checked import CheckedFolderError, parse_json, read_file, read_mani
 from .errors import CatalogueError
 
 KIND = "deepfashion2 catalogue products"  # the checked folders' kind
-RESERVED = ("image", "product", "category", "and", "or", "not", "true", "false")
+# the CSV's own columns, the filter language's words, the Milvus collection's fixed fields
+RESERVED = ("image", "product", "category", "and", "or", "not", "true", "false", "key",
+            "embedding", "digest")  # fmt: skip
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 _NUMBER = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\Z")
 MAX_FIELDS = 64

@@ -9,6 +9,7 @@ from tqdm import tqdm
 
 from ...engine import launch
 from ...retrieval import Catalogue
+from ...retrieval.milvus import push
 from .embed import ExportedEmbedder, GarmentEmbedder, list_images, model_identity
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,8 @@ def index_images(
             launch(_worker, num_procs, num_machines, machine_rank, dist_url, args=args)
         else:
             _index_part(*args, rank=0, world=1)
+    if cat.uses_milvus and machine_rank == 0:  # the new garments reach Milvus
+        push(cat)
     # the same object: the shards it verified above are not read again, only the new ones
     todo_set = set(todo)
     skipped = {p: r for p, r in cat.skipped_images().items() if p in todo_set}

@@ -7,6 +7,7 @@ import logging
 
 from ...errors import printable
 from ...retrieval import Catalogue
+from ...retrieval.milvus import push
 from ...retrieval.products import ProductsFileError, read_id_list, read_products_csv
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,10 @@ def update_products(
                     "--lenient skips unknown ids",
                 )
             skipped.append(f"{printable(remove)}: unknown product {printable(u)}")
-    before = cat.products.removed
+    before = set(cat.products.removed)
     cat.set_products(table)
+    if cat.uses_milvus:  # the removals and fields reach Milvus too
+        push(cat)
     for line in skipped:
         logger.warning(f"skipped: {line}")
     return {

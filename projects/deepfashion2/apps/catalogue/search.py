@@ -122,7 +122,8 @@ def search(
         if isinstance(f, UnreadableImageError):
             raise f
     t1 = time.perf_counter()
-    cat.index(same_category)  # built (or loaded) once, not per photo
+    if not cat.uses_milvus:
+        cat.index(same_category)  # built (or loaded) once, not per photo
     t2 = time.perf_counter()
     out = []
     for boxes, cats, scores, emb in found:

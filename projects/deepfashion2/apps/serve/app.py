@@ -108,7 +108,10 @@ class SearchService:
     def _ready(self, catalogue: Catalogue) -> "ServedCatalogue":
         """Everything a request needs, built before the catalogue is served."""
         # the index of the catalogue's own policy, built (or loaded) before the first request
-        catalogue.index(catalogue.meta["policy"].get("same_category", True))
+        if catalogue.uses_milvus:
+            catalogue.milvus()  # reached and checked
+        else:
+            catalogue.index(catalogue.meta["policy"].get("same_category", True))
         catalogue.rows()
         return ServedCatalogue(catalogue, catalogue.image_folder(self._image_root))
 
