@@ -12,7 +12,13 @@ Catalogue benchmark ("shop the look"), side by side in one run on this machine:
   of FAISS's top 20 against exact search, and the exact/FAISS crossover by category size (the
   ``EXACT_MAX_GALLERY`` default).
 
-    python bench/catalogue.py [--weights W] [--scale F] [--out FILE]
+- products (``--products``): the same 1,000,000 garments as products of two photos each, with a
+  price and an availability (20% of products available): add (shards + products table; push into
+  Milvus Lite), remove 10% of the products, and search one garment at a time, unfiltered and
+  filtered by ``available == true`` (before the top-k, one result per product): p50 / p95 ms per
+  garment in the folder store (FAISS) and in Milvus Lite (HNSW), side by side.
+
+    python bench/catalogue.py [--weights W] [--scale F] [--out FILE] [--products-only]
 """
 
 from __future__ import annotations
@@ -136,6 +142,72 @@ def scale_part(n: int, work: str, queries: int, seed: int = 0) -> dict:
     return out
 
 
+def products_part(n: int, work: str, queries: int, seed: int = 2) -> dict:
+    """The product catalogue at scale: folder store vs Milvus Lite, side by side."""
+    from deepfashion2.apps.catalogue import update_products
+    from deepfashion2.retrieval import Catalogue
+    from deepfashion2.retrieval.milvus import push
+
+    rng = np.random.default_rng(seed)
+    gallery, g_cat, q, q_cat = clustered(rng, n, queries, DIM)
+    identity = {"config": "bench", "weights_sha256": "bench", "embed_dim": DIM, "policy": {}}
+    folder = os.path.join(work, "products")
+    out: dict = {"garments": n, "products": n // 2, "queries": len(q)}
+    t = time.perf_counter()
+    cat = Catalogue.create(folder, identity)
+    for s in range(0, n, 100_000):
+        e = slice(s, min(n, s + 100_000))
+        images = [f"{i:07d}.jpg" for i in range(e.start, e.stop)]
+        dets = [(np.zeros((1, 4)), [c + 1], [1.0], v[None]) for c, v in zip(g_cat[e], gallery[e])]
+        cat.add(images, dets)
+    out["add_shards_s"] = time.perf_counter() - t
+    price = rng.uniform(1, 200, n // 2).round(2)
+    available = rng.uniform(size=n // 2) < 0.2
+    csv = os.path.join(work, "products.csv")
+    with open(csv, "w") as f:
+        f.write("image,product,price,available\n")
+        for i in range(n):
+            p = i // 2
+            f.write(f"{i:07d}.jpg,P{p},{price[p]},{'true' if available[p] else 'false'}\n")
+    t = time.perf_counter()
+    update_products(Catalogue(folder), csv)
+    out["add_products_s"] = time.perf_counter() - t
+    milvus = Catalogue(folder)
+    t = time.perf_counter()
+    milvus.use_milvus(os.path.join(work, "milvus.db"), "bench", "HNSW")
+    push(milvus)
+    out["milvus_push_s"] = time.perf_counter() - t
+    sold = os.path.join(work, "sold.txt")
+    with open(sold, "w") as f:
+        f.write("\n".join(f"P{p}" for p in rng.choice(n // 2, n // 20, replace=False)))
+    t = time.perf_counter()
+    update_products(milvus, remove=sold)  # the folder's table, then Milvus's rows
+    out["remove_10pct_s_folder_and_milvus"] = time.perf_counter() - t
+    folder_cat = Catalogue(folder)
+    folder_cat.meta.pop("milvus")  # the same catalogue, searched from its folder
+    folder_cat._milvus = None
+    for name, c in (("folder", folder_cat), ("milvus", Catalogue(folder))):
+        t = time.perf_counter()
+        c.search(q[:1], q_cat[:1] + 1, 20)  # index built or loaded, Milvus collection loaded
+        out[f"{name}_first_search_s"] = time.perf_counter() - t
+        for where in (None, "available == true"):
+            times = []
+            for i in range(len(q)):
+                t = time.perf_counter()
+                c.search(q[i : i + 1], q_cat[i : i + 1] + 1, 20, where=where)
+                times.append(time.perf_counter() - t)
+            label = f"{name}_{'filtered' if where else 'all'}"
+            out[f"{label}_p50_ms"] = 1000 * float(np.percentile(times, 50))
+            out[f"{label}_p95_ms"] = 1000 * float(np.percentile(times, 95))
+        print({k: v for k, v in out.items() if k.startswith(name)}, flush=True)
+    a = [[m["item"] for m in r] for r in folder_cat.search(q[:100], q_cat[:100] + 1, 20)]
+    b = [[m["item"] for m in r] for r in Catalogue(folder).search(q[:100], q_cat[:100] + 1, 20)]
+    out["milvus_overlap_at_20_with_folder"] = float(
+        np.mean([len(set(x) & set(y)) / max(1, len(x)) for x, y in zip(a, b)])
+    )
+    return out
+
+
 def crossover(sizes: list[int], queries: int, seed: int = 1) -> list[dict]:
     """Exact vs FAISS ms per single query, and FAISS recall@20, by (category) gallery size."""
     from deepfashion2.evaluation import GalleryIndex
@@ -163,17 +235,29 @@ def main() -> None:
     p.add_argument("--scale", type=float, default=1.0, help="fraction of the 1M catalogue")
     p.add_argument("--queries", type=int, default=300)
     p.add_argument("--out", default="bench/results/catalogue.json")
+    p.add_argument("--products-only", action="store_true", help="only the products part")
     args = p.parse_args()
     import torch
 
     work = tempfile.mkdtemp(prefix="df2-bench-cat-")
     try:
         out = {"cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads()}
+        if args.products_only:  # beside the rest of an earlier run's results
+            import json
+
+            if os.path.exists(args.out):
+                out = json.load(open(args.out))
+            out["products"] = products_part(int(BIG * args.scale), work, args.queries)
+            print(out["products"], flush=True)
+            write_json(args.out, out)
+            return
         out["model"] = model_part(args.weights, work)
         print(out["model"], flush=True)
         out["crossover"] = crossover([1_000, 3_000, 10_000, 30_000, 100_000, 300_000], args.queries)
         out["million"] = scale_part(int(BIG * args.scale), work, args.queries)
         print(out["million"], flush=True)
+        out["products"] = products_part(int(BIG * args.scale), work, args.queries)
+        print(out["products"], flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_json(args.out, out)

@@ -12,7 +12,12 @@ ONNX Runtime int8 (static, calibrated on 32 training images) runs beside them. W
 (``make demo``'s model), the four benchmarks on the synthetic validation split are computed from
 the eager model, the float ONNX model and the int8 one (the config's own score threshold).
 
-    python bench/deploy.py [--weights W] [--images N] [--out FILE]
+With ``--serve``, ``tools/serve.py`` side by side over the validation split's shop images: the
+eager model (config + weights) and the float ONNX model (``--model``, its default of one ONNX
+Runtime session per core, and ``--parallel 1``), each searched by 1, 4 and 16 concurrent
+clients with its consumer photos (``bench/serve.py``'s load): requests/s, p50 / p95 latency.
+
+    python bench/deploy.py [--weights W] [--images N] [--out FILE] [--serve] [--serve-only]
 """
 
 from __future__ import annotations
@@ -37,7 +42,17 @@ def main() -> None:
     p.add_argument("--images", type=int, default=40)
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--out", default="bench/results/deploy.json")
+    p.add_argument("--serve", action="store_true", help="also the service's requests/s")
+    p.add_argument("--serve-only", action="store_true", help="only that, beside earlier results")
+    p.add_argument("--seconds", type=float, default=20.0, help="per concurrency level")
     args = p.parse_args()
+    if args.serve_only:
+        import json
+
+        out = json.load(open(args.out)) if os.path.exists(args.out) else {"cpu": cpu_model()}
+        out["serve"] = serve(args.weights, args.seconds)
+        write_json(args.out, out)
+        return
 
     from deepfashion2_runtime import ExportedModel
     from detectron2.modeling import build_model
@@ -109,6 +124,8 @@ def main() -> None:
                 )
         if args.weights:
             out["benchmarks"] = benchmarks(args.weights, files)
+    if args.serve:
+        out["serve"] = serve(args.weights, args.seconds)
     for threads in (1, 2):
         e = out["runs"][f"eager@{threads}"]["p50_ms"]
         for name in ("torchscript", "onnxruntime", "onnxruntime_int8"):
@@ -158,6 +175,71 @@ def benchmarks(weights: str, files: dict) -> dict:
         out[name] = {t: res[t]["AP"] for t in ("bbox", "segm", "keypoints", "keypoints_vis")}
         out[name].update({f"retrieval_{k}": res["retrieval"][k] for k in ("top1", "top20")})
         print(name, {k: round(v, 2) for k, v in out[name].items()})
+    return out
+
+
+def serve(weights: str, seconds: float) -> dict:
+    """tools/serve.py's requests/s at 1, 4 and 16 clients: eager, ONNX (parallel), ONNX (one at
+    a time), each over a catalogue of the validation split's shop images indexed with it."""
+    import subprocess
+    import sys
+
+    from _common import wait_until_serving
+    from detectron2.modeling import build_model
+    from serve import LEVELS, _post, load
+
+    from deepfashion2 import compat
+    from deepfashion2.apps.catalogue import index_images
+    from deepfashion2.config import load_config
+    from deepfashion2.data import load_deepfashion2
+    from deepfashion2.data.synthetic import ensure_mini_split
+    from deepfashion2.engine import DeepFashion2Checkpointer
+    from deepfashion2.export import export
+
+    if not weights:
+        raise SystemExit("--serve needs --weights (a trained model finds garments to search)")
+    cfg = load_config(CONFIG, ["MODEL.WEIGHTS", weights])
+    root = ensure_mini_split("validation")
+    dicts = load_deepfashion2(root + "/annos", root + "/image")
+    photos = [open(d["file_name"], "rb").read() for d in dicts if d["source"] == "user"]
+    out = {"seconds_per_level": seconds, "photos": len(photos), "cpu_count": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        shop = os.path.join(tmp, "shop")
+        os.makedirs(shop)
+        for d in dicts:
+            if d["source"] == "shop":
+                os.link(d["file_name"], os.path.join(shop, os.path.basename(d["file_name"])))
+        model = build_model(cfg).eval()
+        DeepFashion2Checkpointer(model).load(weights)
+        onnx_path = export(model, cfg, os.path.join(tmp, "model.onnx"))
+        index_images(cfg, shop, os.path.join(tmp, "eager"), progress=False)
+        index_images(None, shop, os.path.join(tmp, "onnx"), progress=False, model=onnx_path)
+        forms = {
+            "eager": ["--catalogue", os.path.join(tmp, "eager")],
+            "onnxruntime": ["--catalogue", os.path.join(tmp, "onnx"), "--model", onnx_path],
+            "onnxruntime_parallel1": ["--catalogue", os.path.join(tmp, "onnx"), "--model",
+                                      onnx_path, "--parallel", "1"],
+        }  # fmt: skip
+        for name, argv in forms.items():
+            port = compat.free_port()
+            server = subprocess.Popen(
+                [sys.executable, "tools/serve.py", *argv, "--port", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                error = wait_until_serving(server, port)
+                if error:
+                    raise SystemExit(f"{name}: the server did not start: {error}")
+                _post(port, photos[0])  # warm-up
+                out[name] = [load(port, photos, c, seconds) for c in LEVELS]
+            finally:
+                server.terminate()
+                server.wait(timeout=30)
+            print(name, [round(lv["requests_per_s"], 1) for lv in out[name]], flush=True)
+    out["onnx_vs_eager_requests_per_s"] = {
+        str(c): out["onnxruntime"][i]["requests_per_s"] / out["eager"][i]["requests_per_s"]
+        for i, c in enumerate(LEVELS)
+    }
     return out
 
 

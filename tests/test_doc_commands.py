@@ -59,6 +59,9 @@ NOT_RUN = {
     "make test-fast": "a part of the suite this test is part of",
     "from deepfashion2 import model_zoo": "needs a hosted zoo ($DEEPFASHION2_MODEL_ZOO_URL): "
     "tests/test_model_zoo.py serves one on 127.0.0.1 and runs these calls",
+    "python tools/index_catalogue.py --config-file configs/EfficientNet-Lite0-CPU.yaml --images "
+    "/shared/": "needs two machines and a file system they share: tests/test_catalogue.py runs "
+    "two on loopback",
 }
 GPU_CONFIG = re.compile(r"configs/mask_rcnn_landmarks_\S+\.yaml")
 # result files a reader scores with tools/evaluate.py: those the walk's --eval-only wrote
@@ -115,6 +118,14 @@ def world(synthetic_split, tmp_path_factory):
             user.append(image)
     shutil.copy(user[0], w / "photo.jpg")
     shutil.copy(user[1], w / "more.jpg")
+    # a shop's products file and a list of what sold out (docs/CATALOGUE.md)
+    shop = sorted(os.listdir(w / "shop_images"))
+    (w / "products.csv").write_text(
+        "image,product,title,price,available\n"
+        + "".join(f"{n},P{i // 2},item {i // 2},{10 + i // 2},{str(i % 4 < 2).lower()}\n"
+                  for i, n in enumerate(shop))  # fmt: skip
+    )
+    (w / "sold_out.txt").write_text("P0\n")
     return w
 
 
@@ -222,6 +233,6 @@ def test_every_documented_command_runs_as_written(world):
     for path in (
         "output/demo/model_final.pth", "output/effnet_lite0_cpu/inference_TTA",
         "catalogue", "search_out/results.json", "release", "gt/query_gt.json", "metrics.json",
-        "val_coco.json",
+        "val_coco.json", "catalogue_milvus.db",
     ):  # fmt: skip
         assert (w / path).exists(), path

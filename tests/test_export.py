@@ -254,11 +254,88 @@ def test_int8_quantisation_runs_in_the_runtime_and_says_what_stays_float(
     photos = _photos(synthetic_split)
     rgbs = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
     int8 = str(tmp_path / "model_int8.onnx")
-    floats = quantize_int8(files[".onnx"], int8, [runtime.preprocess(x) for x in rgbs[:3]])
+    calibration = [runtime.preprocess(x) for x in rgbs[:3]]
+    whole = str(tmp_path / "whole_int8.onnx")
+    quantize_int8(files[".onnx"], whole, calibration, keep_float=())
+    assert os.path.getsize(whole) < 0.5 * os.path.getsize(files[".onnx"])  # int8 weights
+    floats = quantize_int8(files[".onnx"], int8, calibration)  # the default: backbone float
     assert "RoiAlign" in floats and "NonMaxSuppression" in floats and "Conv" not in floats
-    assert os.path.getsize(int8) < 0.5 * os.path.getsize(files[".onnx"])  # int8 weights
+    kept = floats["kept float"]
+    assert kept["/backbone/bottom_up/"] > 10 and kept["/roi_heads/box_predictor/"] == 2
+    assert os.path.getsize(whole) < os.path.getsize(int8) < os.path.getsize(files[".onnx"])
     quantized = ExportedModel(int8)
     assert quantized.meta == runtime.meta  # what the runtime needs came along
     found = quantized(rgbs[0])
     assert set(found) == {"boxes", "scores", "categories", "masks", "landmarks", "embeddings"}
     assert np.isfinite(found["embeddings"]).all() and found["landmarks"].shape[1:] == (294, 3)
+
+
+def test_the_service_serves_the_exported_model_with_parallel_sessions(
+    exported, synthetic_split, tmp_path
+):
+    """tools/serve.py's app on the ONNX file: the page, and concurrent searches on two ONNX
+    Runtime sessions answered as the command line answers; --parallel with PyTorch: one line."""
+    import http.client
+    import json
+    import shutil
+    import threading
+    import time
+
+    import uvicorn
+    from _common import multipart
+
+    from deepfashion2 import compat
+    from deepfashion2.apps.catalogue import index_images, search_photos
+    from deepfashion2.apps.serve import create_app
+    from deepfashion2.apps.serve.app import inference_slots
+    from deepfashion2.errors import DeepFashion2Error
+
+    _, _, files = exported
+    shop, users = tmp_path / "shop", []
+    shop.mkdir()
+    for anno in sorted(glob.glob(os.path.join(synthetic_split, "annos", "*.json")))[:12]:
+        image = anno.replace("annos", "image").replace(".json", ".jpg")
+        if json.load(open(anno))["source"] == "shop":
+            shutil.copy(image, shop)
+        else:
+            users.append(image)
+    cat = str(tmp_path / "onnx")
+    index_images(None, str(shop), cat, progress=False, model=files[".onnx"])
+    policy = {"min_score": 0.0, "max_garments": 3, "top_k": 5}
+    want = search_photos(cat, users[:4], model=files[".onnx"], **policy)["results"]
+    app = create_app(cat, model=files[".onnx"], parallel=2)
+    assert app.state.service.parallel == 2
+    port = compat.free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    answers: dict = {}
+
+    def post(i):
+        body, headers = multipart("image", open(users[i], "rb").read())
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("POST", "/search?min_score=0&max_garments=3&top_k=5", body, headers)
+        answers[i] = json.loads(conn.getresponse().read())
+
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        conn.request("GET", "/")
+        page = conn.getresponse()
+        assert page.status == 200 and b"Shop the look" in page.read()
+        clients = [threading.Thread(target=post, args=(i % 4,)) for i in range(8)]
+        for c in clients:
+            c.start()
+        for c in clients:
+            c.join()
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=10)
+    for i, w in enumerate(want):
+        assert [[m["item"] for m in g["matches"]] for g in answers[i]["garments"]] == [
+            [m["item"] for m in g["matches"]] for g in w["garments"]
+        ]
+    with pytest.raises(DeepFashion2Error, match="--parallel needs an exported ONNX model"):
+        inference_slots(None, 2)
+    assert inference_slots(files[".onnx"], None) == (os.cpu_count(), 1)

@@ -23,7 +23,10 @@ pytest.importorskip("pymilvus")  # installed by requirements.txt; a clear skip e
 def _pair(tmp_path, images=120, index="FLAT", name="c"):
     """The same catalogue twice: searched from its folder, and from Milvus Lite."""
     folder = _catalogue(tmp_path / f"{name}_folder", images=images)
-    rows = [f"{i:03d}.jpg,P{i // 2},{i // 2},{'true' if i // 2 % 3 else 'false'}" for i in range(images)]
+    rows = [
+        f"{i:03d}.jpg,P{p},{p},{'true' if p % 3 else 'false'}"
+        for i, p in ((i, i // 2) for i in range(images))
+    ]
     products = _csv(tmp_path / "p.csv", rows, header="image,product,price,available")
     update_products(folder, products)
     other = _catalogue(tmp_path / f"{name}_milvus", images=images)

@@ -219,13 +219,24 @@ def to_instances(found: dict, image_hw):
 # float: RoIAlign, NMS, TopK, the resizes and the box arithmetic (ONNX Runtime has no int8 kernels
 # for them, and 8 bits on coordinates would move boxes by pixels), sigmoid and softmax outputs.
 INT8_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Layers of those kinds kept float, by the graph's node names, with why (bench/deploy.py measured
+# each choice on the demo model: docs/DEPLOY.md): the backbone's int8 activations cost 1.5-2.4 AP
+# on every task (its depthwise convolutions most), and the box regression's fully connected
+# layers move boxes.
+KEEP_FLOAT = {
+    "/backbone/bottom_up/": "the backbone: int8 activations cost 1.5-2.4 AP",
+    "/roi_heads/box_head/": "the box head: 8 bits move boxes",
+    "/roi_heads/box_predictor/": "the box predictor: 8 bits move boxes",
+}
 
 
-def quantize_int8(path: str, out: str, calibration: list) -> dict:
+def quantize_int8(path: str, out: str, calibration: list, keep_float=tuple(KEEP_FLOAT)) -> dict:
     """
     ONNX Runtime's static int8 quantisation (QDQ, per-channel weights) of an exported ``.onnx``,
-    its activations calibrated on ``calibration`` (pre-processed images, (3, H, W) float32).
-    Returns what stays in float: {op type: count} of the graph's other nodes.
+    its activations calibrated on ``calibration`` (pre-processed images, (3, H, W) float32):
+    the :data:`INT8_OPS` layers, except those whose node names start with one of ``keep_float``.
+    Returns what stays in float: {op type: count} of the graph's other nodes, and under
+    ``"kept float"`` {prefix: count} of the layers kept.
     """
     import onnx
     from onnxruntime.quantization import (
@@ -244,14 +255,22 @@ def quantize_int8(path: str, out: str, calibration: list) -> dict:
 
     if not calibration:
         raise ValueError("int8 calibration needs at least one image")
+    kept: dict[str, list[str]] = {prefix: [] for prefix in keep_float}
+    for node in _nodes(onnx.load(path).graph):
+        for prefix in keep_float:
+            if node.op_type in INT8_OPS and node.name.startswith(prefix):
+                kept[prefix].append(node.name)
     quantize_static(path, out, Images(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=list(INT8_OPS))  # fmt: skip
-    floats: dict[str, int] = {}
+                    op_types_to_quantize=list(INT8_OPS),
+                    nodes_to_exclude=[n for names in kept.values() for n in names])  # fmt: skip
+    floats: dict = {}
     for node in _nodes(onnx.load(out).graph):
         if node.op_type not in INT8_OPS + ("QuantizeLinear", "DequantizeLinear"):
             floats[node.op_type] = floats.get(node.op_type, 0) + 1
-    return dict(sorted(floats.items(), key=lambda kv: -kv[1]))
+    floats = dict(sorted(floats.items(), key=lambda kv: -kv[1]))
+    floats["kept float"] = {prefix: len(names) for prefix, names in kept.items()}
+    return floats
 
 
 def _nodes(graph):

@@ -56,7 +56,7 @@ def main(argv=None) -> str:
 
     from deepfashion2.apps.catalogue.embed import model_identity
     from deepfashion2.engine import DeepFashion2Checkpointer
-    from deepfashion2.export import INT8_OPS, export, quantize_int8
+    from deepfashion2.export import INT8_OPS, KEEP_FLOAT, export, quantize_int8
 
     if args.quantize and (args.format != "onnx" or not args.calibration_images):
         p.error("--quantize int8 needs --format onnx and --calibration-images DIR")
@@ -94,12 +94,14 @@ def main(argv=None) -> str:
             fail(f"{args.calibration_images}: no .jpg or .png images to calibrate on")
         images = [np.asarray(Image.open(n).convert("RGB")) for n in names[: args.calibration_count]]
         floats = quantize_int8(path, int8, [exported.preprocess(x) for x in images])
+        kept = floats.pop("kept float")
         notable = [f"{op} {floats[op]}" for op in NOTABLE_FLOAT if op in floats]
         rest = sum(v for k, v in floats.items() if k not in NOTABLE_FLOAT)
         print(f"{int8}: {os.path.getsize(int8) / 2**20:.1f} MB; int8: {', '.join(INT8_OPS)} "
               f"(calibrated on {len(images)} images); float, as ONNX Runtime has no int8 kernels "
               f"for them or 8 bits would move boxes: {', '.join(notable)}, and {rest} shape and "
-              "element-wise operations")  # fmt: skip
+              "element-wise operations; kept float, as int8 costs accuracy there: "
+              + "; ".join(f"{KEEP_FLOAT[k]} ({n})" for k, n in kept.items() if n))  # fmt: skip
         return int8
     return path
 

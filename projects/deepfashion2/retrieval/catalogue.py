@@ -63,6 +63,7 @@ logger = logging.getLogger(__name__)
 FORMAT = 3  # 2: shard manifests, skipped images, content-keyed index; 3: image sizes, kinds
 MAX_TOP_K = 1000  # results per garment: enough for any page, bounded for memory
 _INDEX_KINDS = ("auto", "exact", "faiss")
+_MASKS_KEPT = 16
 _PROBED_IMAGES = 3  # images whose recorded size is checked in the image folder at open
 
 __all__ = ["Catalogue", "CatalogueEntries", "CatalogueError", "CatalogueMismatchError"]
@@ -115,6 +116,7 @@ class Catalogue:
         self._milvus = None
         self._keys: np.ndarray | None = None
         self._key_row: dict | None = None
+        self._masks: dict[str, np.ndarray | None] = {}  # by filter
         self._rows: dict | None = None  # per row: product, live; per product: fields
 
     @classmethod
@@ -288,6 +290,7 @@ class Catalogue:
         )
         self._entries, self._indexes, self._rows = None, {}, None
         self._keys = self._key_row = None
+        self._masks = {}
 
     def remove_unfinished(self) -> None:
         """Temporary shard folders of runs that were killed while writing."""
@@ -386,7 +389,7 @@ class Catalogue:
                 if other != name:
                     remove_folder(parent, other, PRODUCTS_KIND, _PRODUCTS_NAME)
         self.meta = meta
-        self._products, self._rows = table, None
+        self._products, self._rows, self._masks = table, None, {}
 
     # -- Milvus ----------------------------------------------------------------------------------
 
@@ -458,14 +461,21 @@ class Catalogue:
 
     def allowed(self, where: str | None = None) -> np.ndarray | None:
         """(R,) bool: the rows a search may return (not removed, and the filter ``where``:
-        :mod:`.filters`), or None when that is every row. A bad filter: :class:`FilterError`."""
+        :mod:`.filters`), or None when that is every row. A bad filter: :class:`FilterError`.
+        The last filters' masks are kept (a shop's page asks the same few)."""
         rows = self.rows()
+        key = where or ""
+        if key in self._masks:
+            return self._masks[key]
         mask = None if rows["live"].all() else rows["live"].copy()
         if where:
             clauses = parse_filter(where, self.products.fields)
             hit = row_mask(clauses, self.entries().categories, rows["product"],
                            rows["product_ids"], rows["columns"])  # fmt: skip
             mask = hit if mask is None else mask & hit
+        if len(self._masks) >= _MASKS_KEPT:
+            self._masks.pop(next(iter(self._masks)))
+        self._masks[key] = mask
         return mask
 
     # -- searching -------------------------------------------------------------------------------

@@ -65,7 +65,13 @@ class MilvusStore:
         try:
             self.client = MilvusClient(uri)
         except Exception as e:  # pymilvus raises its own types for every failure
-            raise CatalogueError(uri, f"cannot reach Milvus: {_one_line(e)}") from None
+            hint = (
+                "Milvus Lite opens its file in one process at a time: stop the other one (a"
+                " running tools/serve.py), or use a Milvus server (http://HOST:19530)"
+                if not uri.startswith(("http://", "https://", "tcp://"))
+                else "is the Milvus server running and reachable?"
+            )
+            raise CatalogueError(uri, f"cannot open Milvus: {_one_line(e)}", hint) from None
         if self.client.has_collection(collection):
             self._check()
 
