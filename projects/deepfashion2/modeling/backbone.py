@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
-from detectron2.modeling.backbone import FPN, ResNet
+from detectron2.modeling.backbone import FPN, ResNet, build_resnet_backbone
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import BasicBlock, BasicStem
 
@@ -74,6 +74,16 @@ def build_fpn(cfg, bottom_up: Backbone, input_shape: ShapeSpec) -> FPN:
         fuse_type=cfg.MODEL.FPN.FUSE_TYPE,
         **extra,
     )
+
+
+@BACKBONE_REGISTRY.register()
+def build_resnet_fpn_image_backbone(cfg, input_shape: ShapeSpec) -> Backbone:
+    """
+    Detectron2's ResNet-FPN (``build_resnet_fpn_backbone``: the same parameters under the same
+    names, so its ImageNet and COCO checkpoints load as they are), plus the ``"image"`` output
+    when the matching head pools the RoIs' pixels: the GPU configs' backbone.
+    """
+    return build_fpn(cfg, build_resnet_backbone(cfg, input_shape), input_shape)
 
 
 @BACKBONE_REGISTRY.register()
