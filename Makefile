@@ -7,7 +7,7 @@ SETUP_KEY := $(shell cat requirements.txt setup.py tools/install_detectron2.py |
 STAMP := $(VENV)/.deepfashion2-installed-$(SETUP_KEY)
 # this checkout's code runs under make, whichever checkout VENV's editable install points at
 export PYTHONPATH := $(CURDIR)/projects$(if $(PYTHONPATH),:$(PYTHONPATH),)
-LINT_PATHS := projects tools tests bench datasets setup.py
+LINT_PATHS := projects tools tests bench datasets configs setup.py
 # Detectron2's main branch (Python sources), the other Detectron2 the project supports
 D2_MAIN ?= ../shared/detectron2_main
 
