@@ -23,7 +23,13 @@ setup(
     packages=["deepfashion2", "deepfashion2_runtime"]
     + ["deepfashion2." + p for p in find_packages("projects/deepfashion2")],
     package_data={
-        "deepfashion2.model_zoo": ["configs/*.yaml"],
+        "deepfashion2.model_zoo": [
+            "configs/*.yaml",
+            "configs/*/*.yaml",
+            "configs/lazy/*.py",
+            "configs/lazy/*/*.py",
+            "configs/lazy/*/*/*.py",
+        ],
         "deepfashion2.apps.serve": ["page.html"],
     },
     python_requires=">=3.9",

@@ -16,7 +16,10 @@ Steps, each timed and recorded as ok / failed (with the error) / skipped (with t
 5. ``catalogue``: index the split's shop photos and search one consumer photo;
 6. ``landmark_head``: the category-gated landmark head against Detectron2's 294-channel head, one
    training step each on the same RoIs: time and (CUDA) peak memory, as ratios;
-7. ``launch``: ``--num-gpus 2`` training through ``launch`` (when the machine has 2 GPUs or more).
+7. ``launch``: ``--num-gpus 2`` training through ``launch`` (when the machine has 2 GPUs or more);
+8. ``lazy``: ``tools/lazyconfig_train_net.py`` on the new-baseline LazyConfig
+   (``lazy/mask_rcnn_landmarks_R_50_FPN_100ep_LSJ``: SyncBN, large-scale jitter, AMP; the CPU
+   recipe's instant test on ``--device cpu``): a few iterations, then its evaluation.
 """
 
 from __future__ import annotations
@@ -181,6 +184,50 @@ def _launched(cfg, annos, images, split):
     _train(cfg)
 
 
+def step_lazy(ctx) -> dict:
+    """A few iterations and an evaluation through tools/lazyconfig_train_net.py."""
+    import importlib.util
+
+    from detectron2.engine import default_argument_parser
+
+    from deepfashion2 import model_zoo
+
+    spec = importlib.util.spec_from_file_location(
+        "lazyconfig_train_net", os.path.join(ROOT, "tools", "lazyconfig_train_net.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    cuda = ctx["device"] == "cuda"
+    name = ("lazy/mask_rcnn_landmarks_R_50_FPN_100ep_LSJ" if cuda
+            else "lazy/EfficientNet_Lite0_CPU")  # fmt: skip
+    out = os.path.join(ctx["tmp"], "lazy")
+    overrides = [
+        f"train.output_dir={out}", f"train.max_iter={ctx['iters']}",
+        f"train.device={ctx['device']}",
+        f"dataloader.train.dataset.names=['{ctx['split']}']",
+        f"dataloader.test.dataset.name={ctx['split']}", "dataloader.train.total_batch_size=2",
+        "dataloader.train.num_workers=0", "dataloader.test.num_workers=0",
+        "train.eval_period=0", "train.checkpointer.period=1000",
+        # a few iterations: one learning rate (the recipe's steps are thousands of iterations in)
+        "lr_multiplier.scheduler.values=[1.0]", "lr_multiplier.scheduler.milestones=[]",
+        f"lr_multiplier.scheduler.num_updates={ctx['iters']}", "lr_multiplier.warmup_length=0.0",
+    ]  # fmt: skip
+    if not cuda:  # the small CPU version: small images, no download
+        overrides += ["model.backbone.bottom_up.weights=''", "train.amp.enabled=False"]
+    config = ["--config-file", model_zoo.get_config_file(name)]
+    t = time.perf_counter()
+    tool.main(default_argument_parser().parse_args([*config, *overrides]))
+    train_s = time.perf_counter() - t
+    final = os.path.join(out, "model_final.pth")
+    res = tool.main(
+        default_argument_parser().parse_args(
+            [*config, "--eval-only", *overrides, f"train.init_checkpoint={final}"]
+        )
+    )
+    return {"config": name, "iterations": ctx["iters"], "train_seconds": train_s,
+            "benchmarks": sorted(res)}  # fmt: skip
+
+
 STEPS = [
     step_train,
     step_train_amp,
@@ -189,6 +236,7 @@ STEPS = [
     step_catalogue,
     step_landmark_head,
     step_launch,
+    step_lazy,
 ]
 
 

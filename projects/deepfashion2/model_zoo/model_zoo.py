@@ -33,6 +33,22 @@ CONFIGS = {
     "DeepFashion2/mask_rcnn_landmarks_effnet_lite0_FPN_1x": (
         "mask_rcnn_landmarks_effnet_lite0_FPN_1x.yaml"
     ),
+    # LazyConfigs (tools/lazyconfig_train_net.py): Detectron2's new baselines for the real data,
+    # and the CPU demo recipe
+    "DeepFashion2/lazy/EfficientNet_Lite0_CPU": "lazy/EfficientNet_Lite0_CPU.py",
+    "DeepFashion2/lazy/mask_rcnn_landmarks_R_50_FPN_100ep_LSJ": (
+        "lazy/mask_rcnn_landmarks_R_50_FPN_100ep_LSJ.py"
+    ),
+    "DeepFashion2/lazy/mask_rcnn_landmarks_R_50_FPN_400ep_LSJ": (
+        "lazy/mask_rcnn_landmarks_R_50_FPN_400ep_LSJ.py"
+    ),
+    "DeepFashion2/lazy/mask_rcnn_landmarks_effnet_lite0_FPN_100ep_LSJ": (
+        "lazy/mask_rcnn_landmarks_effnet_lite0_FPN_100ep_LSJ.py"
+    ),
+}
+# the lazy form of a published model's recipe: its checkpoint loads into either
+LAZY_CHECKPOINTS = {
+    "DeepFashion2/lazy/EfficientNet_Lite0_CPU": "DeepFashion2/EfficientNet-Lite0-CPU"
 }
 
 
@@ -45,7 +61,8 @@ def _config_dirs() -> list[str]:
 
 
 def _name(name: str) -> str:
-    name = name[:-5] if name.endswith(".yaml") else name
+    for ext in (".yaml", ".py"):
+        name = name[: -len(ext)] if name.endswith(ext) else name
     return name if name.startswith("DeepFashion2/") else "DeepFashion2/" + name
 
 
@@ -63,7 +80,7 @@ def get_config_file(name: str) -> str:
 
 def get_checkpoint_url(name: str) -> str:
     """``deepfashion2://<file>`` of a published checkpoint."""
-    key = _name(name)
+    key = LAZY_CHECKPOINTS.get(_name(name), _name(name))
     if key not in CHECKPOINTS:
         published = sorted(CHECKPOINTS) or "none yet"
         raise KeyError(f"no published checkpoint for {name!r} (published: {published})")
@@ -71,10 +88,22 @@ def get_checkpoint_url(name: str) -> str:
 
 
 def get_config(name: str, trained: bool = False) -> CfgNode:
-    """The config (with the DeepFashion2 keys); ``trained=True`` sets ``MODEL.WEIGHTS``."""
+    """
+    The config (with the DeepFashion2 keys); ``trained=True`` sets ``MODEL.WEIGHTS``. A lazy
+    name (``lazy/...``) gives its LazyConfig (``trained``: ``train.init_checkpoint``), as
+    ``detectron2.model_zoo.get_config`` does for ``.py`` configs.
+    """
+    path = get_config_file(name)
+    if path.endswith(".py"):
+        from detectron2.config import LazyConfig
+
+        lazy = LazyConfig.load(path)
+        if trained:
+            lazy.train.init_checkpoint = get_checkpoint_url(name)
+        return lazy
     cfg = get_cfg()
     add_deepfashion2_config(cfg)
-    cfg.merge_from_file(get_config_file(name))
+    cfg.merge_from_file(path)
     if trained:
         cfg.MODEL.WEIGHTS = get_checkpoint_url(name)
     return cfg
