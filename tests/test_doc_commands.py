@@ -63,7 +63,20 @@ NOT_RUN = {
     "/shared/": "needs two machines and a file system they share: tests/test_catalogue.py runs "
     "two on loopback",
 }
-GPU_CONFIG = re.compile(r"configs/mask_rcnn_landmarks_\S+\.yaml")
+GPU_CONFIG = re.compile(r"configs/(lazy/)?mask_rcnn_landmarks_\S+\.(yaml|py)")
+# the lazy tool's short run: 4 iterations at one learning rate on the walk's splits
+LAZY_SHORT = [
+    "train.max_iter=4",
+    "train.checkpointer.period=2",
+    "dataloader.train.dataset.names=['deepfashion2_train']",
+    "dataloader.test.dataset.name=deepfashion2_validation",
+    "lr_multiplier.scheduler.values=[1.0]",
+    "lr_multiplier.scheduler.milestones=[]",
+    "lr_multiplier.scheduler.num_updates=4",
+    "lr_multiplier.warmup_length=0.0",
+    "model.roi_heads.box_predictor.test_score_thresh=0.0",
+    "deepfashion2.RETRIEVAL.MIN_SCORE=0.0",
+]
 # result files a reader scores with tools/evaluate.py: those the walk's --eval-only wrote
 RESULT_FILES = {
     "boxes.json": "deepfashion2_results_bbox.json",
@@ -204,6 +217,8 @@ def test_every_documented_command_runs_as_written(world):
         gpu = GPU_CONFIG.search(command)
         if "tools/train_net.py" in command and not gpu:
             words += SHORT
+        if "tools/lazyconfig_train_net.py" in command and not gpu:
+            words += LAZY_SHORT
         ran += 1
         if "tools/serve.py" in command:
             error = _serve(words, w, env)
