@@ -161,6 +161,7 @@ def products_part(n: int, work: str, queries: int, seed: int = 2) -> dict:
         dets = [(np.zeros((1, 4)), [c + 1], [1.0], v[None]) for c, v in zip(g_cat[e], gallery[e])]
         cat.add(images, dets)
     out["add_shards_s"] = time.perf_counter() - t
+    print("add_shards_s", round(out["add_shards_s"], 1), flush=True)
     price = rng.uniform(1, 200, n // 2).round(2)
     available = rng.uniform(size=n // 2) < 0.2
     csv = os.path.join(work, "products.csv")
@@ -172,17 +173,24 @@ def products_part(n: int, work: str, queries: int, seed: int = 2) -> dict:
     t = time.perf_counter()
     update_products(Catalogue(folder), csv)
     out["add_products_s"] = time.perf_counter() - t
+    print("add_products_s", round(out["add_products_s"], 1), flush=True)
     milvus = Catalogue(folder)
     t = time.perf_counter()
     milvus.use_milvus(os.path.join(work, "milvus.db"), "bench", "HNSW")
     push(milvus)
     out["milvus_push_s"] = time.perf_counter() - t
+    print("milvus_push_s", round(out["milvus_push_s"], 1), flush=True)
     sold = os.path.join(work, "sold.txt")
     with open(sold, "w") as f:
         f.write("\n".join(f"P{p}" for p in rng.choice(n // 2, n // 20, replace=False)))
     t = time.perf_counter()
     update_products(milvus, remove=sold)  # the folder's table, then Milvus's rows
     out["remove_10pct_s_folder_and_milvus"] = time.perf_counter() - t
+    print(
+        "remove_10pct_s_folder_and_milvus",
+        round(out["remove_10pct_s_folder_and_milvus"], 1),
+        flush=True,
+    )
     folder_cat = Catalogue(folder)
     folder_cat.meta.pop("milvus")  # the same catalogue, searched from its folder
     folder_cat._milvus = None

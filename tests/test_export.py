@@ -54,6 +54,23 @@ def _photos(synthetic_split) -> list[str]:
     return photos + sorted(glob.glob(os.path.join(require_samples(), "image", "[0-9]*.jpg")))[:2]
 
 
+def _shop_and_users(synthetic_split, tmp_path) -> tuple:
+    """The first 12 images of the split: its shop photos copied into a folder, and the paths of
+    its consumer photos."""
+    import json
+    import shutil
+
+    shop, users = tmp_path / "shop", []
+    shop.mkdir()
+    for anno in sorted(glob.glob(os.path.join(synthetic_split, "annos", "*.json")))[:12]:
+        image = anno.replace("annos", "image").replace(".json", ".jpg")
+        if json.load(open(anno))["source"] == "shop":
+            shutil.copy(image, shop)
+        else:
+            users.append(image)
+    return shop, users
+
+
 def _eager(model, chw: np.ndarray, h: int, w: int) -> dict:
     with torch.no_grad():
         inst = model([{"image": torch.from_numpy(chw), "height": h, "width": w}])[0]["instances"]
@@ -171,8 +188,6 @@ def test_a_catalogue_indexed_and_searched_with_the_exported_model(
 ):
     """index_images / search_photos with the ONNX file give the eager model's catalogue and
     answers; a catalogue of one form of the model is refused to the other, in one line."""
-    import json
-    import shutil
 
     from conftest import one_line_error, script_module
 
@@ -183,14 +198,7 @@ def test_a_catalogue_indexed_and_searched_with_the_exported_model(
     torch.save({"model": model.state_dict()}, weights)
     cfg = cfg.clone()
     cfg.MODEL.WEIGHTS = str(weights)
-    shop, users = tmp_path / "shop", []
-    shop.mkdir()
-    for anno in sorted(glob.glob(os.path.join(synthetic_split, "annos", "*.json")))[:12]:
-        image = anno.replace("annos", "image").replace(".json", ".jpg")
-        if json.load(open(anno))["source"] == "shop":
-            shutil.copy(image, shop)
-        else:
-            users.append(image)
+    shop, users = _shop_and_users(synthetic_split, tmp_path)
     eager = index_images(cfg, str(shop), str(tmp_path / "eager"), progress=False)
     onnx = index_images(None, str(shop), str(tmp_path / "onnx"), progress=False,
                         model=files[".onnx"])  # fmt: skip
@@ -277,7 +285,6 @@ def test_the_service_serves_the_exported_model_with_parallel_sessions(
     Runtime sessions answered as the command line answers; --parallel with PyTorch: one line."""
     import http.client
     import json
-    import shutil
     import threading
     import time
 
@@ -291,14 +298,7 @@ def test_the_service_serves_the_exported_model_with_parallel_sessions(
     from deepfashion2.errors import DeepFashion2Error
 
     _, _, files = exported
-    shop, users = tmp_path / "shop", []
-    shop.mkdir()
-    for anno in sorted(glob.glob(os.path.join(synthetic_split, "annos", "*.json")))[:12]:
-        image = anno.replace("annos", "image").replace(".json", ".jpg")
-        if json.load(open(anno))["source"] == "shop":
-            shutil.copy(image, shop)
-        else:
-            users.append(image)
+    shop, users = _shop_and_users(synthetic_split, tmp_path)
     cat = str(tmp_path / "onnx")
     index_images(None, str(shop), cat, progress=False, model=files[".onnx"])
     policy = {"min_score": 0.0, "max_garments": 3, "top_k": 5}

@@ -30,7 +30,6 @@ POLICY = "min_score=0&max_garments=3&top_k=5"  # a random-weight model: every sc
 
 @pytest.fixture(scope="module")
 def server(catalogue_setup):
-    import uvicorn
 
     from deepfashion2.apps.serve import create_app
 
@@ -43,16 +42,7 @@ def server(catalogue_setup):
     shop = shop_copy
     cat = str(tmp / "served")
     index_images(cfg, shop, cat, progress=False)
-    port = compat.free_port()
-    app = create_app(cat, max_upload_bytes=2 << 20)
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(300):
-        if srv.started:
-            break
-        time.sleep(0.05)
-    assert srv.started
+    srv, thread, port = _start(create_app(cat, max_upload_bytes=2 << 20))
     yield {"port": port, "catalogue": cat, "users": users, "cfg": cfg, "shop": shop}
     srv.should_exit = True
     thread.join(timeout=10)

@@ -43,13 +43,24 @@ import json
 import logging
 import os
 import re
+import time
+import uuid
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import printable
 from ..evaluation.gallery import EXACT_MAX, GroupedIndex
-from ..utils.checked import CheckedFolderError, read_json, remove_folder, write_bytes
+from ..utils.checked import (
+    CheckedFolderError,
+    load_npy,
+    read_file,
+    read_json,
+    read_manifest,
+    remove_folder,
+    write_bytes,
+    write_folder,
+)
 from ..utils.files import locked, remove_dead_temporaries, write_json_atomic
 from .errors import CatalogueError, CatalogueMismatchError
 from .filters import parse_filter, row_mask
@@ -402,7 +413,10 @@ class Catalogue:
         with locked(os.path.join(self.folder, ".lock")):
             path = os.path.join(self.folder, "catalogue.json")
             meta = read_json(path)
-            meta["milvus"] = {"uri": uri, "collection": collection, "index": index}
+            old = meta.get("milvus") or {}
+            same = (old.get("uri"), old.get("collection")) == (uri, collection)
+            meta["milvus"] = {"uri": uri, "collection": collection, "index": index,
+                              "pushed": old.get("pushed") if same else None}  # fmt: skip
             write_json_atomic(path, meta)
         self.meta, self._milvus = meta, None
 
@@ -421,6 +435,47 @@ class Catalogue:
                 where["uri"], where["collection"], self.meta, where.get("index", "HNSW")
             )
         return self._milvus
+
+    def milvus_pushed(self) -> dict[int, int] | None:
+        """key -> digest of what the last complete push sent to Milvus (:func:`.milvus.push`),
+        or None when unknown (never pushed, a push under way or killed, a damaged record)."""
+        name = (self.meta.get("milvus") or {}).get("pushed")
+        if not (isinstance(name, str) and _PRODUCTS_NAME.fullmatch(name)):
+            return None
+        try:
+            folder = os.path.join(self.folder, "milvus", name)
+            manifest = read_manifest(folder, MILVUS_KIND)
+            keys = load_npy(read_file(folder, manifest, "keys.npy"), folder)
+            digests = load_npy(read_file(folder, manifest, "digests.npy"), folder)
+        except CheckedFolderError as e:
+            logger.warning(f"the record of the last Milvus push is unreadable ({e}): rescanning")
+            return None
+        if keys.shape != digests.shape or keys.dtype.kind != "i" or digests.dtype.kind != "i":
+            return None
+        return dict(zip(keys.tolist(), digests.tolist()))
+
+    def record_milvus_pushed(self, pushed: dict[int, int] | None) -> None:
+        """Record what Milvus now holds (None: unknown, before a push starts). Atomic."""
+        parent = os.path.join(self.folder, "milvus")
+        with locked(os.path.join(self.folder, ".lock")):
+            name = None
+            if pushed is not None:
+                os.makedirs(parent, exist_ok=True)
+                remove_dead_temporaries(parent)
+                name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+                n = len(pushed)
+                files = {"keys.npy": np.fromiter(pushed.keys(), np.int64, n),
+                         "digests.npy": np.fromiter(pushed.values(), np.int64, n)}  # fmt: skip
+                write_folder(parent, name, files, kind=MILVUS_KIND)
+            path = os.path.join(self.folder, "catalogue.json")
+            meta = read_json(path)
+            meta["milvus"] = {**meta.get("milvus", {}), "pushed": name}
+            write_json_atomic(path, meta)
+            if os.path.isdir(parent):
+                for other in os.listdir(parent):
+                    if other != name:
+                        remove_folder(parent, other, MILVUS_KIND, _PRODUCTS_NAME)
+        self.meta = meta
 
     def garment_keys(self) -> np.ndarray:
         """(R,) each row's stable key (:func:`.milvus.garment_keys`)."""
@@ -600,7 +655,9 @@ _LAYOUT = {
     "shards": "folder",
     "index": "folder",
     "products": "folder",
+    "milvus": "folder",
 }
+MILVUS_KIND = "deepfashion2 catalogue milvus record"
 
 
 def _check_layout(folder: str) -> None:

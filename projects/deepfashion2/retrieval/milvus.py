@@ -172,42 +172,49 @@ def expression(c: Clause) -> str:
     return f"{c.field} {c.op} {json.dumps(c.value)}"
 
 
-def push(cat, progress: bool = False) -> dict:
+def push(cat) -> dict:
     """
     Make the catalogue's collection equal to the folder: every live garment (not removed) with
-    its embedding, category, product and fields. Idempotent; what changed:
-    ``{"inserted", "updated", "deleted", "rows"}``.
+    its embedding, category, product and fields. Idempotent; what changed: ``{"inserted",
+    "updated", "deleted", "rows"}``. What the collection holds is known from the record of the
+    last push (``Catalogue.milvus_pushed``), cleared before anything is sent and written after:
+    a push killed midway makes the next one read the collection's keys instead.
     """
     store = cat.milvus()
     store.create()
     e, rows, table = cat.entries(), cat.rows(), cat.products
     keys = cat.garment_keys()
-    payload = {}
+    live = np.flatnonzero(rows["live"])
+    digest_of = {}  # product -> crc32 of its id and fields
+    for p in {int(rows["product"][r]) for r in live.tolist()}:
+        product = rows["product_ids"][p]
+        blob = json.dumps([product, table.products.get(product, {})], sort_keys=True)
+        digest_of[p] = zlib.crc32(blob.encode("utf-8", "surrogateescape"))
     digests = np.zeros(len(e), np.int64)
-    for r in np.flatnonzero(rows["live"]).tolist():
-        product = rows["product_ids"][rows["product"][r]]
-        fields = table.products.get(product, {})
-        blob = json.dumps([product, fields], sort_keys=True).encode("utf-8", "surrogateescape")
-        digests[r] = zlib.crc32(blob) | (int(e.categories[r]) << 32)
-        payload[r] = (product, fields)
-    present = store.keys()
-    want = {int(keys[r]): r for r in payload}
+    for r in live.tolist():
+        digests[r] = digest_of[int(rows["product"][r])] | (int(e.categories[r]) << 32)
+    want = {int(keys[r]): r for r in live.tolist()}
+    present = cat.milvus_pushed()
+    if present is None:  # no record (first push into an existing collection, or a kill)
+        present = store.keys()
+    cat.record_milvus_pushed(None)
     stale = [k for k in present if k not in want]
     todo = [r for k, r in want.items() if present.get(k) != int(digests[r])]
     inserted = sum(1 for r in todo if int(keys[r]) not in present)
     for s in range(0, len(todo), BATCH):
         batch = []
         for r in todo[s : s + BATCH]:
-            product, fields = payload[r]
+            product = rows["product_ids"][rows["product"][r]]
             batch.append({
-                **fields, "key": int(keys[r]), "embedding": e.embeddings[r].tolist(),
-                "category": int(e.categories[r]),
+                **table.products.get(product, {}), "key": int(keys[r]),
+                "embedding": e.embeddings[r].tolist(), "category": int(e.categories[r]),
                 "product": product.encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
                 "digest": int(digests[r]),
             })  # fmt: skip
         store.client.upsert(store.collection, batch)
     for s in range(0, len(stale), BATCH):
         store.client.delete(store.collection, ids=stale[s : s + BATCH])
+    cat.record_milvus_pushed({k: int(digests[r]) for k, r in want.items()})
     return {"inserted": inserted, "updated": len(todo) - inserted, "deleted": len(stale),
             "rows": len(want)}  # fmt: skip
 
