@@ -55,12 +55,19 @@ def summary(results: list[dict], shown: int = 3) -> str:
     for r in results:
         lines.append(f"{r['photo']}: {len(r['garments'])} garments")
         for g in r["garments"]:
-            best = ", ".join(f"{m['image']} ({m['similarity']:.2f})" for m in g["matches"][:shown])
+            best = ", ".join(_match(m) for m in g["matches"][:shown])
             lines.append(
                 f"  {g['category']:>2} {g['category_name']:<20} score {g['score']:.2f}  "
                 f"best: {best or 'none'}"
             )
     return "\n".join(lines)
+
+
+def _match(m: dict) -> str:
+    """An item as the summary shows it: its image, its product when a products file named it."""
+    product = m.get("product", {}).get("id", m["image"])
+    named = f" = {product}" if product != m["image"] else ""
+    return f"{m['image']}{named} ({m['similarity']:.2f})"
 
 
 @tool_main
