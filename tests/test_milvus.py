@@ -17,7 +17,6 @@ from deepfashion2.retrieval import Catalogue, CatalogueMismatchError
 from deepfashion2.retrieval.filters import FilterError
 from deepfashion2.retrieval.milvus import push
 
-pytest.importorskip("pymilvus")  # installed by requirements.txt; a clear skip elsewhere
 
 
 def _pair(tmp_path, images=120, index="FLAT", name="c"):
