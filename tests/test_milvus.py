@@ -18,7 +18,6 @@ from deepfashion2.retrieval.filters import FilterError
 from deepfashion2.retrieval.milvus import push
 
 
-
 def _pair(tmp_path, images=120, index="FLAT", name="c"):
     """The same catalogue twice: searched from its folder, and from Milvus Lite."""
     folder = _catalogue(tmp_path / f"{name}_folder", images=images)
