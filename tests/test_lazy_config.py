@@ -162,3 +162,15 @@ def test_a_mistake_is_one_line(argv, message, capsys):
     tool = script_module("tools/lazyconfig_train_net.py")
     line = one_line_error(capsys, tool.cli, argv)
     assert message in line
+
+
+def test_the_model_zoo_knows_the_lazy_configs():
+    from deepfashion2 import model_zoo
+
+    for name in model_zoo.model_zoo.CONFIGS:
+        assert os.path.isfile(model_zoo.get_config_file(name)), name
+    lazy = model_zoo.get_config("lazy/EfficientNet_Lite0_CPU", trained=True)
+    assert lazy.train.init_checkpoint == "deepfashion2://EfficientNet-Lite0-CPU.pth"
+    assert model_zoo.get_config_file("DeepFashion2/lazy/mask_rcnn_landmarks_R_50_FPN_100ep_LSJ.py")
+    assert LazyConfig.load(model_zoo.get_config_file("lazy/mask_rcnn_landmarks_R_50_FPN_400ep_LSJ")
+                           ).train.max_iter == round(400 * 191_961 / 64)  # fmt: skip
