@@ -214,6 +214,8 @@ def push(cat) -> dict:
         store.client.upsert(store.collection, batch)
     for s in range(0, len(stale), BATCH):
         store.client.delete(store.collection, ids=stale[s : s + BATCH])
+    if todo or stale:  # sealed, so that Milvus indexes it (growing data is searched by scanning)
+        store.client.flush(store.collection)
     cat.record_milvus_pushed({k: int(digests[r]) for k, r in want.items()})
     return {"inserted": inserted, "updated": len(todo) - inserted, "deleted": len(stale),
             "rows": len(want)}  # fmt: skip
