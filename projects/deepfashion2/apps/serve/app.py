@@ -94,7 +94,10 @@ class SearchService:
         slots, threads = inference_slots(model, parallel)
         first = ExportedEmbedder(model, threads) if model else None
         self.folder, self._image_root = catalogue_dir, image_root
-        self._signature = _signature(catalogue_dir)
+        try:  # before opening: a change made meanwhile is seen by the first check
+            self._signature = _signature(catalogue_dir)
+        except OSError:  # not a catalogue: open_catalogue says so, in one line
+            self._signature = None
         catalogue, self.embedder = open_catalogue(catalogue_dir, opts, first, model)
         self.state = self._ready(catalogue)
         self._models: queue.Queue = queue.Queue()
@@ -124,7 +127,11 @@ class SearchService:
             return False
         try:
             self._checked = now
-            signature = _signature(self.folder)
+            try:
+                signature = _signature(self.folder)
+            except OSError as e:  # moved or removed while served: keep serving what is loaded
+                logger.warning(f"cannot look at the catalogue's files ({e}): not reloaded")
+                return False
             if signature == self._signature:
                 return False
             try:
