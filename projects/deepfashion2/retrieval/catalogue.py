@@ -42,9 +42,6 @@ import hashlib
 import json
 import logging
 import os
-import re
-import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,8 +49,10 @@ import numpy as np
 from ..errors import printable
 from ..evaluation.gallery import EXACT_MAX, GroupedIndex
 from ..utils.checked import (
+    ORDERED_NAME,
     CheckedFolderError,
     load_npy,
+    ordered_name,
     read_file,
     read_json,
     read_manifest,
@@ -374,7 +373,7 @@ class Catalogue:
             if name is None:
                 self._products = Products()
             else:
-                if not (isinstance(name, str) and _PRODUCTS_NAME.fullmatch(name)):
+                if not (isinstance(name, str) and ORDERED_NAME.fullmatch(name)):
                     raise CatalogueError(
                         os.path.join(self.folder, "catalogue.json"), "products: not a table name"
                     )
@@ -387,20 +386,38 @@ class Catalogue:
         name it (atomic: a reader sees the old table or the new one), then the old folder
         removed. Under the catalogue's lock, so that two updates do not lose one another.
         """
-        parent = os.path.join(self.folder, "products")
-        with locked(os.path.join(self.folder, ".lock")):
-            os.makedirs(parent, exist_ok=True)
-            remove_dead_temporaries(parent)
-            name = table.write(parent)
-            path = os.path.join(self.folder, "catalogue.json")
-            meta = read_json(path)
-            meta["products"] = name
-            write_json_atomic(path, meta)
-            for other in os.listdir(parent):  # the previous table, and any a kill left
-                if other != name:
-                    remove_folder(parent, other, PRODUCTS_KIND, _PRODUCTS_NAME)
-        self.meta = meta
+        self._swap("products", PRODUCTS_KIND, table.files(), lambda meta, name: {"products": name})
         self._products, self._rows, self._masks = table, None, {}
+
+    def _swap(self, sub: str, kind: str, files: dict | None, changes) -> None:
+        """
+        Under the catalogue's lock: a new checked folder ``sub/<name>`` of ``files`` (None: no
+        folder, name None), then ``catalogue.json`` updated atomically with ``changes(meta,
+        name)`` (a dict of its new fields), then ``sub``'s other folders removed (the previous
+        one, and any a kill left). A reader sees the catalogue before or after.
+        """
+        parent = os.path.join(self.folder, sub)
+        with locked(os.path.join(self.folder, ".lock")):
+            name = None
+            if files is not None:
+                os.makedirs(parent, exist_ok=True)
+                remove_dead_temporaries(parent)
+                name = ordered_name()
+                write_folder(parent, name, files, kind=kind)
+            self._rewrite_meta(lambda meta: changes(meta, name))
+            if os.path.isdir(parent):
+                for other in os.listdir(parent):
+                    if other != name:
+                        remove_folder(parent, other, kind, ORDERED_NAME)
+
+    def _rewrite_meta(self, changes) -> None:
+        """``catalogue.json`` with ``changes(meta)``'s fields, written atomically; the caller
+        holds the lock."""
+        path = os.path.join(self.folder, "catalogue.json")
+        meta = read_json(path)
+        meta.update(changes(meta))
+        write_json_atomic(path, meta)
+        self.meta = meta
 
     # -- Milvus ----------------------------------------------------------------------------------
 
@@ -410,15 +427,16 @@ class Catalogue:
 
     def use_milvus(self, uri: str, collection: str, index: str = "HNSW") -> None:
         """Record that the catalogue's vectors live in Milvus at ``uri`` (:mod:`.milvus`)."""
-        with locked(os.path.join(self.folder, ".lock")):
-            path = os.path.join(self.folder, "catalogue.json")
-            meta = read_json(path)
+
+        def changes(meta: dict) -> dict:
             old = meta.get("milvus") or {}
             same = (old.get("uri"), old.get("collection")) == (uri, collection)
-            meta["milvus"] = {"uri": uri, "collection": collection, "index": index,
-                              "pushed": old.get("pushed") if same else None}  # fmt: skip
-            write_json_atomic(path, meta)
-        self.meta, self._milvus = meta, None
+            return {"milvus": {"uri": uri, "collection": collection, "index": index,
+                               "pushed": old.get("pushed") if same else None}}  # fmt: skip
+
+        with locked(os.path.join(self.folder, ".lock")):
+            self._rewrite_meta(changes)
+        self._milvus = None
 
     def milvus(self):
         """The catalogue's :class:`.milvus.MilvusStore` (checked against its model)."""
@@ -440,7 +458,7 @@ class Catalogue:
         """key -> digest of what the last complete push sent to Milvus (:func:`.milvus.push`),
         or None when unknown (never pushed, a push under way or killed, a damaged record)."""
         name = (self.meta.get("milvus") or {}).get("pushed")
-        if not (isinstance(name, str) and _PRODUCTS_NAME.fullmatch(name)):
+        if not (isinstance(name, str) and ORDERED_NAME.fullmatch(name)):
             return None
         try:
             folder = os.path.join(self.folder, "milvus", name)
@@ -456,26 +474,16 @@ class Catalogue:
 
     def record_milvus_pushed(self, pushed: dict[int, int] | None) -> None:
         """Record what Milvus now holds (None: unknown, before a push starts). Atomic."""
-        parent = os.path.join(self.folder, "milvus")
-        with locked(os.path.join(self.folder, ".lock")):
-            name = None
-            if pushed is not None:
-                os.makedirs(parent, exist_ok=True)
-                remove_dead_temporaries(parent)
-                name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-                n = len(pushed)
-                files = {"keys.npy": np.fromiter(pushed.keys(), np.int64, n),
-                         "digests.npy": np.fromiter(pushed.values(), np.int64, n)}  # fmt: skip
-                write_folder(parent, name, files, kind=MILVUS_KIND)
-            path = os.path.join(self.folder, "catalogue.json")
-            meta = read_json(path)
-            meta["milvus"] = {**meta.get("milvus", {}), "pushed": name}
-            write_json_atomic(path, meta)
-            if os.path.isdir(parent):
-                for other in os.listdir(parent):
-                    if other != name:
-                        remove_folder(parent, other, MILVUS_KIND, _PRODUCTS_NAME)
-        self.meta = meta
+        files = None
+        if pushed is not None:
+            n = len(pushed)
+            files = {"keys.npy": np.fromiter(pushed.keys(), np.int64, n),
+                     "digests.npy": np.fromiter(pushed.values(), np.int64, n)}  # fmt: skip
+
+        def changes(meta: dict, name: str | None) -> dict:
+            return {"milvus": {**meta.get("milvus", {}), "pushed": name}}
+
+        self._swap("milvus", MILVUS_KIND, files, changes)
 
     def garment_keys(self) -> np.ndarray:
         """(R,) each row's stable key (:func:`.milvus.garment_keys`)."""
@@ -513,6 +521,11 @@ class Catalogue:
                 "grouped": bool(table.images),
             }
         return self._rows
+
+    def check_filter(self, where: str) -> None:
+        """Raise :class:`FilterError` (one line) if ``where`` is not a filter of this catalogue;
+        nothing is computed over the rows."""
+        parse_filter(where, self.products.fields)
 
     def allowed(self, where: str | None = None) -> np.ndarray | None:
         """(R,) bool: the rows a search may return (not removed, and the filter ``where``:
@@ -645,7 +658,6 @@ def best_per_group(index, q: np.ndarray, categories, k: int, allowed, group: np.
 
 # -- the folder --------------------------------------------------------------------------------
 
-_PRODUCTS_NAME = re.compile(r"\d{20}-[0-9a-f]{8}")
 
 # what the project reads or writes in a catalogue folder, and what each must be
 _LAYOUT = {

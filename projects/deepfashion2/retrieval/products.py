@@ -26,14 +26,12 @@ import json
 import math
 import os
 import re
-import time
-import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..errors import FileError, printable
-from ..utils.checked import CheckedFolderError, parse_json, read_file, read_manifest, write_folder
+from ..utils.checked import CheckedFolderError, parse_json, read_file, read_manifest
 from .errors import CatalogueError
 
 KIND = "deepfashion2 catalogue products"  # the checked folders' kind
@@ -115,18 +113,15 @@ class Products:
 
     # -- storage -----------------------------------------------------------------------------
 
-    def write(self, parent: str) -> str:
-        """A new checked folder in ``parent``; its name."""
+    def files(self) -> dict[str, bytes]:
+        """The checked folder's files (:meth:`read` reads them back)."""
         data = {
             "fields": self.fields,
             "products": self.products,
             "images": self.images,
             "removed": sorted(self.removed),
         }
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        files = {"products.json": json.dumps(data, allow_nan=False).encode()}
-        write_folder(parent, name, files, kind=KIND)
-        return name
+        return {"products.json": json.dumps(data, allow_nan=False).encode()}
 
     @classmethod
     def read(cls, folder: str) -> "Products":

@@ -21,8 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
-import uuid
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +29,7 @@ from ..landmarks import NUM_CATEGORIES
 from ..utils.checked import (
     CheckedFolderError,
     load_npy,
+    ordered_name,
     parse_json,
     read_file,
     read_manifest,
@@ -70,7 +69,7 @@ def write_shard(
     files["image_bytes.npy"] = np.asarray(image_bytes, np.int64).reshape(len(images))
     files["images.json"] = json.dumps(list(images)).encode()
     files["skipped.json"] = json.dumps(dict(skipped or {})).encode()
-    name = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+    name = ordered_name()
     meta = {"weights_sha256": weights_sha256, "embed_dim": dim}
     return write_folder(shards, name, files, meta, kind=KIND)
 

@@ -17,6 +17,8 @@ import math
 import os
 import re
 import shutil
+import time
+import uuid
 import zlib
 
 import numpy as np
@@ -32,6 +34,16 @@ _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # no paths, no hidden names
 
 class CheckedFolderError(FileError, ValueError):
     """A checked folder, or one of its files, that is not what its manifest says."""
+
+
+# Folders written in creation order (shards, products tables, push records): their names sort by
+# when they were written, and only names of this form are ever removed (remove_folder)
+ORDERED_NAME = re.compile(r"\d{20}-[0-9a-f]{8}")
+
+
+def ordered_name() -> str:
+    """A new :data:`ORDERED_NAME`: the time in ns, and 8 random hex digits against collisions."""
+    return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
 
 
 def write_folder(

@@ -113,7 +113,7 @@ def search(
     """
     check_policy(top_k, min_score, max_garments)
     if where:
-        cat.allowed(where)  # checked before the model runs
+        cat.check_filter(where)  # before the model runs
     if same_category is None:
         same_category = cat.meta.get("policy", {}).get("same_category", True)
     t0 = time.perf_counter()

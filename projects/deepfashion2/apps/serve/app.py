@@ -160,7 +160,7 @@ class SearchService:
         """``photo``: a path or pixels (H, W, 3) RGB."""
         catalogue = self.state.catalogue
         if where:
-            catalogue.allowed(where)  # a bad filter: before waiting for a model
+            catalogue.check_filter(where)  # a bad filter: before waiting for a model
         embedder = self._models.get()  # waits for a free one
         try:
             return search(catalogue, embedder, [photo], where=where, **policy)[0]
