@@ -143,7 +143,7 @@ def scale_part(n: int, work: str, queries: int, seed: int = 0) -> dict:
 
 
 def products_part(
-    n: int, work: str, queries: int, seed: int = 2, milvus_queries: int = 100
+    n: int, work: str, queries: int, seed: int = 2, milvus_queries: int = 20, batch: int = 200
 ) -> dict:
     """The product catalogue at scale: folder store vs Milvus Lite, side by side."""
     from deepfashion2.apps.catalogue import update_products
@@ -218,6 +218,9 @@ def products_part(
             label = f"{name}_{'filtered' if where else 'all'}"
             out[f"{label}_p50_ms"] = 1000 * float(np.percentile(times, 50))
             out[f"{label}_p95_ms"] = 1000 * float(np.percentile(times, 95))
+            t = time.perf_counter()  # many photos in one call (tools/search.py, evaluation)
+            c.search(q[:batch], q_cat[:batch] + 1, 20, where=where)
+            out[f"{label}_batch_of_{batch}_ms_per_query"] = 1000 * (time.perf_counter() - t) / batch
         print({k: v for k, v in out.items() if k.startswith(name)}, flush=True)
     a = [[m["item"] for m in r] for r in folder_cat.search(q[:100], q_cat[:100] + 1, 20)]
     b = [[m["item"] for m in r] for r in milvus.search(q[:100], q_cat[:100] + 1, 20)]

@@ -14,6 +14,7 @@ from test_products import _csv
 
 from deepfashion2.apps.catalogue import update_products
 from deepfashion2.retrieval import Catalogue, CatalogueMismatchError
+from deepfashion2.retrieval import milvus as milvus_module
 from deepfashion2.retrieval.filters import FilterError
 from deepfashion2.retrieval.milvus import push
 
@@ -21,11 +22,13 @@ from deepfashion2.retrieval.milvus import push
 def _pair(tmp_path, images=120, index="FLAT", name="c"):
     """The same catalogue twice: searched from its folder, and from Milvus Lite."""
     folder = _catalogue(tmp_path / f"{name}_folder", images=images)
-    rows = [
-        f"{i:03d}.jpg,P{p},{p},{'true' if p % 3 else 'false'}"
+    rows = [  # every tenth image has no row (its own product, no fields); some cells blank
+        f"{i:03d}.jpg,P{p},{p if p % 7 else ''},{'true' if p % 3 else 'false'},T{p % 4}"
         for i, p in ((i, i // 2) for i in range(images))
+        if i % 10 != 9
     ]
-    products = _csv(tmp_path / "p.csv", rows, header="image,product,price,available")
+    header = "image,product,price,available,title"
+    products = _csv(tmp_path / "p.csv", rows, header=header)
     update_products(folder, products)
     other = _catalogue(tmp_path / f"{name}_milvus", images=images)
     update_products(other, products)
@@ -38,12 +41,19 @@ def _rows(found):
     return [[m["item"] for m in q] for q in found]
 
 
-def test_milvus_gives_the_folders_results_with_an_exact_index(tmp_path):
+@pytest.mark.parametrize("per_request", [256, 3])  # 3: a category's queries over many requests
+def test_milvus_gives_the_folders_results_with_an_exact_index(tmp_path, monkeypatch, per_request):
+    monkeypatch.setattr(milvus_module, "QUERIES_PER_REQUEST", per_request)
     folder, milvus = _pair(tmp_path)
     e = folder.entries()
     q, cats = e.embeddings[::7], e.categories[::7]
     for same in (True, False):
-        for where in (None, "available == true and price <= 40", "category == 5"):
+        for where in (
+            None,
+            "available == true and price <= 40",
+            "category == 5",
+            "title != T1 and price > 3",
+        ):
             a = folder.search(q, cats, 20, same, where)
             b = milvus.search(q, cats, 20, same, where)
             assert _rows(a) == _rows(b), (same, where)
@@ -77,6 +87,22 @@ def test_removals_and_updates_reach_milvus(tmp_path):
     b = Catalogue(milvus.folder).search(e.embeddings, e.categories, 20, False)
     assert _rows(a) == _rows(b)
     assert not {"P0", "P1", "P2"} & {m["product"]["id"] for q in b for m in q}
+    # the fields known at creation are typed columns; a field a later file brings is dynamic
+    schema = milvus.milvus().client.describe_collection(milvus.milvus().collection)["fields"]
+    kinds = {f["name"]: getattr(f["type"], "name", "") for f in schema}
+    assert {n: kinds.get(n) for n in ("price", "available", "title")} == {
+        "price": "DOUBLE", "available": "BOOL", "title": "VARCHAR"
+    }  # fmt: skip
+    rows = ["010.jpg,P5,red", "012.jpg,P6,blue"]
+    later = _csv(tmp_path / "colour.csv", rows, "image,product,colour")
+    for c in (folder, milvus):
+        update_products(c, later)
+    assert "colour" not in kinds
+    for where in ("colour == red", "colour != red and price >= 3"):
+        a = Catalogue(folder.folder).search(e.embeddings, e.categories, 20, False, where)
+        b = Catalogue(milvus.folder).search(e.embeddings, e.categories, 20, False, where)
+        assert _rows(a) == _rows(b), where
+        assert all(m["product"]["colour"] == "red" for q in b for m in q) or "!=" in where
     unchanged = {"inserted": 0, "updated": 0, "deleted": 0, "rows": len(e) - 6 * 3}
     assert push(Catalogue(milvus.folder)) == unchanged  # from the record of the last push
     # a push killed midway leaves no record: the next one reads the collection's keys instead

@@ -6,6 +6,7 @@ import json
 import os
 import time
 
+import numpy as np
 import yaml
 from detectron2.config import get_cfg
 from PIL import Image
@@ -125,9 +126,15 @@ def search(
     if not cat.uses_milvus:
         cat.index(same_category)  # built (or loaded) once, not per photo
     t2 = time.perf_counter()
+    # every photo's garments in one lookup: batched, and one Milvus request per category
+    counts = [len(f[1]) for f in found]
+    every = []
+    if sum(counts):
+        q, q_cats = (np.concatenate([f[i] for f in found]) for i in (3, 1))
+        every = cat.search(q, q_cats, top_k, same_category, where)
     out = []
-    for boxes, cats, scores, emb in found:
-        matches = cat.search(emb, cats, top_k, same_category, where)
+    for (boxes, cats, scores, _), end, n in zip(found, np.cumsum(counts).tolist(), counts):
+        matches = every[end - n : end]
         out.append(
             [
                 {
