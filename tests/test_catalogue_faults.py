@@ -202,8 +202,10 @@ def test_two_indexers_with_other_weights_cannot_mix_one_catalogue(tmp_path, monk
     """The second waits for the first's creation and is refused; nothing of it is written."""
     folder = str(tmp_path / "cat")
     stock = C.write_json_atomic
+    creating = threading.Event()
 
     def slow(path, obj):  # widen the window between the check and the creation
+        creating.set()  # the first holds the lock now
         time.sleep(0.5)
         stock(path, obj)
 
@@ -218,7 +220,7 @@ def test_two_indexers_with_other_weights_cannot_mix_one_catalogue(tmp_path, monk
 
     first = threading.Thread(target=create, args=("a" * 64, "A: 1\n"))
     first.start()
-    time.sleep(0.1)
+    assert creating.wait(timeout=60)
     create("b" * 64, "B: 2\n")
     first.join()
     assert len(errors) == 1 and "weights" in str(errors[0])
